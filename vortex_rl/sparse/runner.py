@@ -1,0 +1,201 @@
+"""Running a flow inside an engine: state allocation, cache updates, page selection, attention.
+
+An engine builds one :class:`FlowRunner` per model, calls :meth:`FlowRunner.plan` once per decode step
+and :meth:`FlowRunner.decode` in every layer. :func:`run_flow` does all of it for one paged cache.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vortex_rl.kernels import check_decode_inputs
+from vortex_rl.sparse.backend import resolve_backend
+from vortex_rl.sparse.config import SparseConfig
+from vortex_rl.sparse.context import CacheContext, FlowContext
+from vortex_rl.sparse.flow import get_flow, vFlow
+from vortex_rl.sparse.vtensor import BATCHED, PAGED, vTensor
+
+
+def _paged(cache: dict[str, torch.Tensor]) -> dict[str, vTensor]:
+    return {name: vTensor(t, PAGED) for name, t in cache.items()}
+
+
+def assemble_pages(chosen: torch.Tensor, ctx: FlowContext) -> torch.Tensor:
+    """Sink pages + the indexer's choice + local pages, as one page list per (request, KV head).
+
+    chosen: ``[batch, kv_heads, topk_max]`` logical ids from ``forward_indexer``. Entries that are not
+    candidates, or beyond a request's own budget, are dropped; a request whose pages fit its budget gets
+    all of them whatever the indexer chose. Returns ``[batch, kv_heads, max_budget]`` int32, valid ids
+    first and ``-1`` padding after.
+    """
+    device = chosen.device
+    batch, kv_heads = chosen.shape[:2]
+    n = ctx.num_pages.long()[:, None, None]
+    k_req = ctx.topk_per_request.long()[:, None, None]
+    sink_n, local_n, topk_max = ctx.sink_pages, ctx.local_pages, ctx.topk_max
+
+    chosen = chosen.long()
+    rank = torch.arange(topk_max, device=device)[None, None, :]
+    is_candidate = (chosen >= sink_n) & (chosen < n - local_n) & (rank < k_req)
+    chosen = torch.where(is_candidate, chosen, torch.full_like(chosen, -1))
+    # Everything fits: attend to all pages, whatever the indexer chose.
+    middle_all = sink_n + rank
+    middle_all = torch.where(middle_all < n - local_n, middle_all, torch.full_like(middle_all, -1))
+    fits = n <= ctx.budgets.long()[:, None, None]
+    chosen = torch.where(fits, middle_all.expand_as(chosen), chosen)
+
+    sink = torch.arange(sink_n, device=device)[None, None, :].expand(batch, kv_heads, sink_n)
+    sink = torch.where(sink < n, sink, torch.full_like(sink, -1))
+    local = n - local_n + torch.arange(local_n, device=device)[None, None, :]
+    local = torch.where(local >= max(sink_n, 0), local, torch.full_like(local, -1)).expand(batch, kv_heads, local_n)
+    pages = torch.cat([sink, chosen, local], dim=-1)
+    order = torch.sort((pages < 0).to(torch.int8), dim=-1, stable=True).indices
+    return torch.gather(pages, -1, order).to(torch.int32)
+
+
+class FlowRunner:
+    """A flow bound to a model's attention geometry and a ``SparseConfig``.
+
+    Parameters
+    ----------
+    flow: a registered flow name or a ``vFlow`` instance.
+    config: the ``SparseConfig`` (page size, budgets, dense layers).
+    num_q_heads, num_kv_heads, head_dim: attention geometry.
+    kernel_backend: ``"auto"``, ``"triton"`` or ``"torch"``.
+    """
+
+    def __init__(
+        self,
+        flow: str | vFlow,
+        config: SparseConfig,
+        *,
+        num_q_heads: int,
+        num_kv_heads: int,
+        head_dim: int,
+        kernel_backend: str = "auto",
+    ):
+        if num_q_heads % num_kv_heads:
+            raise ValueError(f"num_q_heads={num_q_heads} must be a multiple of num_kv_heads={num_kv_heads}")
+        self.flow = get_flow(flow)
+        self.config = config
+        self.num_q_heads, self.num_kv_heads, self.head_dim = num_q_heads, num_kv_heads, head_dim
+        self.kernel_backend = kernel_backend
+        resolve_backend(kernel_backend, "cpu")  # validate the name early
+        self.state_shapes = self.flow.cache_shapes(config.page_size, head_dim)
+        self.cache_ctx = CacheContext(config.page_size, num_kv_heads, head_dim, kernel_backend)
+
+    @property
+    def is_dense(self) -> bool:
+        return self.flow.is_dense
+
+    def allocate_state(self, num_pages: int, *, dtype: torch.dtype, device) -> dict[str, torch.Tensor]:
+        """Zeroed extra per-page state of one layer: ``{name: [num_pages, kv_heads, rows, head_dim]}``."""
+        return {
+            name: torch.zeros(num_pages, self.num_kv_heads, *shape, dtype=dtype, device=device)
+            for name, shape in self.state_shapes.items()
+        }
+
+    def plan(self, page_table: torch.Tensor, seq_lens: torch.Tensor) -> FlowContext:
+        """Per-step metadata shared by every layer (device ops only)."""
+        return FlowContext.plan(
+            page_table,
+            seq_lens,
+            self.config,
+            num_q_heads=self.num_q_heads,
+            num_kv_heads=self.num_kv_heads,
+            head_dim=self.head_dim,
+            kernel_backend=self.kernel_backend,
+        )
+
+    def _kernels(self, t: torch.Tensor):
+        return resolve_backend(self.kernel_backend, t.device)
+
+    def write(self, k: torch.Tensor, v: torch.Tensor, cache: dict[str, torch.Tensor], loc: torch.Tensor) -> None:
+        """Write new tokens (``k, v: [num_tokens, kv_heads, head_dim]``) at ``loc`` and update the state."""
+        self._kernels(k).write_kv(k, v, cache["k"], cache["v"], loc)
+        self.update_state(cache, loc)
+
+    def update_state(self, cache: dict[str, torch.Tensor], loc: torch.Tensor) -> None:
+        """Run the flow's ``forward_cache`` for tokens already written at ``loc``."""
+        if self.state_shapes:
+            self.flow.forward_cache(_paged(cache), loc, self.cache_ctx)
+
+    def select(self, q: torch.Tensor, cache: dict[str, torch.Tensor], ctx: FlowContext) -> torch.Tensor:
+        """Logical page lists ``[batch, kv_heads, max_budget]`` int32 (valid first, ``-1`` after)."""
+        batch = q.shape[0]
+        chosen = torch.full((batch, self.num_kv_heads, ctx.topk_max), -1, dtype=torch.int32, device=q.device)
+        if ctx.topk_max > 0:
+            fused = self._kernels(q).block_sparse_indexer if self.flow.name == "block_sparse_attention" else None
+            if fused is not None and "centroids" in cache:
+                return fused(q, cache["centroids"], ctx.page_table, ctx.seq_lens, ctx.budgets,
+                             sink_pages=ctx.sink_pages, local_pages=ctx.local_pages, max_budget=ctx.max_budget)
+            q_grouped = vTensor(q.view(batch, self.num_kv_heads, ctx.group_size, self.head_dim), BATCHED)
+            self.flow.forward_indexer(q_grouped, vTensor(chosen, BATCHED), _paged(cache), ctx)
+        return assemble_pages(chosen, ctx)
+
+    def decode(
+        self, q: torch.Tensor, cache: dict[str, torch.Tensor], ctx: FlowContext, *, layer: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention of ``q: [batch, q_heads, head_dim]`` for one layer: ``(o, lse)``."""
+        kern = self._kernels(q)
+        if self.is_dense or (layer is not None and layer in self.config.dense_layers):
+            return kern.dense_decode(q, cache["k"], cache["v"], ctx.page_table, ctx.seq_lens)
+        pages = self.select(q, cache, ctx)
+        return kern.sparse_decode(q, cache["k"], cache["v"], ctx.page_table, ctx.seq_lens, pages)
+
+
+def _all_slots(page_table: torch.Tensor, seq_lens: torch.Tensor, page_size: int) -> torch.Tensor:
+    """Slots of every cached token, request by request in order (host sync: convenience API only)."""
+    batch, max_pages = page_table.shape
+    pos = torch.arange(max_pages * page_size, device=page_table.device)
+    slots = page_table.long()[:, pos // page_size] * page_size + pos % page_size
+    return slots[pos[None, :] < seq_lens.long()[:, None]]
+
+
+def run_flow(
+    flow: str | vFlow,
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    page_table: torch.Tensor,
+    seq_lens: torch.Tensor,
+    config: SparseConfig,
+    *,
+    kernel_backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run a flow end to end on a filled paged cache: its state, page selection, attention.
+
+    Parameters
+    ----------
+    flow: registered name or ``vFlow`` instance.
+    q: ``[batch, q_heads, head_dim]``.
+    k_cache, v_cache: ``[num_pages, kv_heads, page_size, head_dim]``.
+    page_table: ``[batch, max_pages]`` int, physical page ids in order, ``-1`` padding.
+    seq_lens: ``[batch]`` int, tokens per request.
+    config: ``SparseConfig``; its ``page_size`` must match the cache.
+
+    Returns
+    -------
+    ``(o, lse, pages)``: ``o [batch, q_heads, head_dim]``, ``lse [batch, q_heads]`` (float32, natural
+    log), ``pages [batch, kv_heads, budget]`` int32 physical page ids attended (``-1`` padding; for a
+    dense flow ``budget = max_pages``).
+    """
+    check_decode_inputs(q, k_cache, v_cache, page_table, seq_lens)
+    if k_cache.shape[2] != config.page_size:
+        raise ValueError(f"cache page_size {k_cache.shape[2]} != config.page_size {config.page_size}")
+    runner = FlowRunner(
+        flow, config, num_q_heads=q.shape[1], num_kv_heads=k_cache.shape[1], head_dim=q.shape[2],
+        kernel_backend=kernel_backend,
+    )
+    cache = {"k": k_cache, "v": v_cache}
+    cache.update(runner.allocate_state(k_cache.shape[0], dtype=k_cache.dtype, device=k_cache.device))
+    runner.update_state(cache, _all_slots(page_table, seq_lens, config.page_size))
+    ctx = runner.plan(page_table, seq_lens)
+    if runner.is_dense:
+        from vortex_rl.kernels import all_page_ids
+
+        logical = all_page_ids(ctx.page_table, ctx.seq_lens, runner.num_kv_heads, config.page_size)
+    else:
+        logical = runner.select(q, cache, ctx)
+    o, lse = runner._kernels(q).sparse_decode(q, k_cache, v_cache, ctx.page_table, ctx.seq_lens, logical)
+    return o, lse, ctx.physical_pages(logical)
