@@ -1,8 +1,12 @@
 """Attention kernels: Triton kernels, each beside the plain-torch reference its tests compare with.
 
-This is the bottom layer of vortex-rl: it imports nothing from the rest of the package.
+This is the bottom layer of vortex-rl: it imports nothing from the rest of the package. The launchers
+are exported only when Triton imports (``HAS_TRITON``); the references always are.
 """
 
+from vortex_rl.kernels._triton import HAS_TRITON
+from vortex_rl.kernels.append_kv import append_kv_and_centroids_ref
+from vortex_rl.kernels.indexer import block_sparse_indexer_ref
 from vortex_rl.kernels.kv_cache import page_fill_from_loc, pool_pages_ref, update_centroids_ref, write_kv_ref
 from vortex_rl.kernels.merge_states import merge_states_ref
 from vortex_rl.kernels.paged_decode import (
@@ -12,16 +16,11 @@ from vortex_rl.kernels.paged_decode import (
     sparse_decode_attention_ref,
 )
 
-try:  # Triton is optional: the references above cover every op.
-    import triton  # noqa: F401
-
-    HAS_TRITON = True
-except ImportError:  # pragma: no cover - depends on the environment
-    HAS_TRITON = False
-
 __all__ = [
     "HAS_TRITON",
     "all_page_ids",
+    "append_kv_and_centroids_ref",
+    "block_sparse_indexer_ref",
     "check_decode_inputs",
     "dense_decode_attention_ref",
     "merge_states_ref",
@@ -31,3 +30,20 @@ __all__ = [
     "update_centroids_ref",
     "write_kv_ref",
 ]
+
+if HAS_TRITON:
+    from vortex_rl.kernels.append_kv import append_kv_and_centroids
+    from vortex_rl.kernels.indexer import block_sparse_indexer
+    from vortex_rl.kernels.kv_cache import pool_pages, write_kv
+    from vortex_rl.kernels.merge_states import merge_states
+    from vortex_rl.kernels.paged_decode import dense_decode_attention, sparse_decode_attention
+
+    __all__ += [
+        "append_kv_and_centroids",
+        "block_sparse_indexer",
+        "dense_decode_attention",
+        "merge_states",
+        "pool_pages",
+        "sparse_decode_attention",
+        "write_kv",
+    ]

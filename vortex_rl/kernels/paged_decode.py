@@ -13,13 +13,19 @@ Layout shared by every decode kernel in this package:
 
 Outputs are ``o: [batch, q_heads, head_dim]`` (dtype of ``q``) and ``lse: [batch, q_heads]`` float32,
 the natural-log log-sum-exp of the scaled scores (``-inf`` when no token is attended).
-"""
 
-from __future__ import annotations
+The Triton kernel packs the query heads of a GQA group into the rows of one ``tl.dot`` tile and walks
+the page list in blocks of whole pages with an online softmax (fp32 state). When ``batch * kv_heads``
+programs cannot fill the GPU, the page list is split across programs and the partial states are merged
+(:mod:`vortex_rl.kernels.split_kv`).
+"""
 
 import math
 
 import torch
+
+from vortex_rl.kernels._triton import next_pow2, require_triton, tl, triton, unit_stride
+from vortex_rl.kernels.split_kv import choose_num_splits, finish_splits, split_outputs
 
 
 def check_decode_inputs(
@@ -134,3 +140,186 @@ def dense_decode_attention_ref(
     check_decode_inputs(q, k_cache, v_cache, page_table, seq_lens)
     ids = all_page_ids(page_table, seq_lens, k_cache.shape[1], k_cache.shape[2])
     return sparse_decode_attention_ref(q, k_cache, v_cache, page_table, seq_lens, ids, sm_scale=sm_scale)
+
+
+# ------------------------------------------------------------------------------------------------- kernel
+@triton.jit
+def _online_softmax_step(q, k, v, tok_ok, m_i, l_i, acc, sm_scale_log2, DOT_PRECISION: tl.constexpr):
+    """Fold one block of keys/values into the running (max, sum, accumulator), base-2 exponent."""
+    s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * sm_scale_log2
+    s = tl.where(tok_ok[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # all masked so far: no nan
+    alpha = tl.exp2(m_i - m_safe)
+    p = tl.exp2(s - m_safe[:, None])
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+    return m_new, l_i, acc
+
+
+@triton.jit
+def _paged_decode_kernel(
+    q_ptr, k_cache_ptr, v_cache_ptr, page_table_ptr, seq_lens_ptr, page_ids_ptr, o_ptr, lse_ptr,
+    sm_scale_log2, kv_heads, group, head_dim, num_entries, entries_per_split,
+    stride_qb, stride_qh, stride_kp, stride_kh, stride_ks, stride_vp, stride_vh, stride_vs,
+    stride_ptb, stride_idb, stride_idh, stride_ob, stride_oh, stride_os, stride_lb, stride_lh, stride_ls,
+    SPARSE: tl.constexpr, PAGE_SIZE: tl.constexpr, PAGES_PER_BLOCK: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    b = tl.program_id(0) // kv_heads
+    h = tl.program_id(0) % kv_heads
+    split = tl.program_id(1)
+    seq_len = tl.load(seq_lens_ptr + b).to(tl.int32)
+    start = split * entries_per_split
+    end = tl.minimum(start + entries_per_split, num_entries)
+    if not SPARSE:  # entries are the logical pages themselves: stop at the request's last page
+        end = tl.minimum(end, (seq_len + PAGE_SIZE - 1) // PAGE_SIZE)
+
+    g = tl.arange(0, BLOCK_G)
+    d = tl.arange(0, BLOCK_D)
+    gd_mask = (g < group)[:, None] & ((d < head_dim) | EVEN_D)[None, :]  # EVEN_D: constant along d
+    q = tl.load(q_ptr + b * stride_qb + (h * group + g)[:, None] * stride_qh + d[None, :], mask=gd_mask, other=0.0)
+    t = tl.arange(0, BLOCK_N)
+    slot = t % PAGE_SIZE
+    k_base = k_cache_ptr + h * stride_kh + slot[:, None] * stride_ks + d[None, :]
+    v_base = v_cache_ptr + h * stride_vh + slot[:, None] * stride_vs + d[None, :]
+    m_i = tl.full([BLOCK_G], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_G], tl.float32)
+    acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
+    for e0 in range(start, end, PAGES_PER_BLOCK):
+        entry = e0 + t // PAGE_SIZE
+        if SPARSE:
+            ids_ptr = page_ids_ptr + b * stride_idb + h * stride_idh + entry
+            logical = tl.load(ids_ptr, mask=entry < end, other=-1).to(tl.int32)
+        else:
+            logical = tl.where(entry < end, entry, -1)
+        tok_ok = (logical >= 0) & (logical * PAGE_SIZE + slot < seq_len)
+        phys = tl.load(page_table_ptr + b * stride_ptb + logical, mask=tok_ok, other=0).to(tl.int64)
+        kv_mask = tok_ok[:, None] & ((d < head_dim) | EVEN_D)[None, :]
+        k = tl.load(k_base + phys[:, None] * stride_kp, mask=kv_mask, other=0.0)
+        v = tl.load(v_base + phys[:, None] * stride_vp, mask=kv_mask, other=0.0)
+        m_i, l_i, acc = _online_softmax_step(q, k, v, tok_ok, m_i, l_i, acc, sm_scale_log2, DOT_PRECISION)
+
+    l_safe = tl.where(l_i > 0, l_i, 1.0)
+    lse = tl.where(l_i > 0, (m_i + tl.log2(l_safe)) * 0.6931471805599453, float("-inf"))
+    rows = b * stride_ob + (h * group + g) * stride_oh + split * stride_os
+    o = acc / l_safe[:, None]
+    tl.store(o_ptr + rows[:, None] + d[None, :], o.to(o_ptr.dtype.element_ty), mask=gd_mask)
+    tl.store(lse_ptr + b * stride_lb + (h * group + g) * stride_lh + split * stride_ls, lse, mask=g < group)
+
+
+# ---------------------------------------------------------------------------------------------- launchers
+def _launch_config(page_size: int, head_dim: int, elem_bytes: int) -> tuple[int, int]:
+    """``(pages_per_block, num_stages)``: about 16 KiB of K per loop step, three steps in flight for
+    16-bit caches (two K/V tiles of 16 KiB per stage keep two programs per SM within shared memory)."""
+    tokens = max(16, 16384 // (next_pow2(head_dim) * elem_bytes))
+    num_stages = 3 if elem_bytes <= 2 and head_dim <= 128 else 2
+    return max(1, tokens // page_size), num_stages
+
+
+def _launch(q, k_cache, v_cache, page_table, seq_lens, page_ids, *, sm_scale, num_splits, out, lse):
+    require_triton("decode attention")
+    batch, q_heads, head_dim = q.shape
+    _, kv_heads, page_size, _ = k_cache.shape
+    if page_size & (page_size - 1):
+        raise ValueError(f"page_size={page_size} (k_cache.shape[2]) must be a power of two")
+    if k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
+        raise ValueError(
+            f"k_cache and v_cache need a unit stride in head_dim, got strides {k_cache.stride()}, {v_cache.stride()}"
+        )
+    q, page_table, seq_lens = unit_stride(q), unit_stride(page_table), unit_stride(seq_lens)
+    sparse = page_ids is not None
+    page_ids = unit_stride(page_ids) if sparse else None
+    num_entries = page_ids.shape[-1] if sparse else page_table.shape[1]
+    ppb, num_stages = _launch_config(page_size, head_dim, k_cache.element_size())
+    num_blocks = triton.cdiv(num_entries, ppb)
+    if num_splits is None:
+        num_splits = choose_num_splits(batch, kv_heads, num_blocks, q.device)
+    if not isinstance(num_splits, int) or num_splits < 1:
+        raise ValueError(f"num_splits={num_splits!r} must be a positive int or None (automatic)")
+    num_splits = max(1, min(num_splits, num_blocks))
+    out, lse, o_t, lse_t = split_outputs(q, num_splits, out, lse)
+    if batch == 0 or q_heads == 0:
+        return out, lse
+    scale = sm_scale if sm_scale is not None else 1.0 / math.sqrt(head_dim)
+    ids = page_ids if sparse else page_table  # a valid pointer; the dense kernel never reads it
+    # Split boundaries on whole blocks, so no block straddles two splits.
+    per_split = triton.cdiv(num_blocks, num_splits) * ppb
+    _paged_decode_kernel[(batch * kv_heads, num_splits)](
+        q, k_cache, v_cache, page_table, seq_lens, ids, o_t, lse_t,
+        scale * 1.4426950408889634, kv_heads, q_heads // kv_heads, head_dim, num_entries, per_split,
+        q.stride(0), q.stride(1), *k_cache.stride()[:3], *v_cache.stride()[:3],
+        page_table.stride(0), ids.stride(0), ids.stride(1) if sparse else 0,
+        *o_t.stride()[:3], *lse_t.stride(),
+        SPARSE=sparse, PAGE_SIZE=page_size, PAGES_PER_BLOCK=ppb, BLOCK_N=ppb * page_size,
+        # tl.dot needs at least 16 rows and columns: pad the group and head_dim with masked lanes.
+        BLOCK_G=max(16, next_pow2(q_heads // kv_heads)), BLOCK_D=max(16, next_pow2(head_dim)),
+        EVEN_D=head_dim == max(16, next_pow2(head_dim)),
+        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        num_warps=4, num_stages=num_stages,
+    )
+    if num_splits > 1:
+        finish_splits(out, lse, o_t, lse_t)
+    return out, lse
+
+
+def sparse_decode_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    page_table: torch.Tensor,
+    seq_lens: torch.Tensor,
+    page_ids: torch.Tensor,
+    *,
+    sm_scale: float | None = None,
+    num_splits: int | None = None,
+    out: torch.Tensor | None = None,
+    lse: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode attention over per-(request, KV head) lists of logical pages (Triton, fp32 accumulation).
+
+    Same semantics as :func:`sparse_decode_attention_ref`; layouts in the module docstring.
+
+    Parameters
+    ----------
+    q : Tensor ``[batch, q_heads, head_dim]`` (fp16, bf16 or fp32, the cache's dtype).
+    k_cache, v_cache : Tensor ``[num_pages, kv_heads, page_size, head_dim]``.
+    page_table : Tensor ``[batch, max_pages]`` int32/int64 physical page ids.
+    seq_lens : Tensor ``[batch]`` int32/int64 cached tokens per request.
+    page_ids : Tensor ``[batch, kv_heads, budget]`` int32/int64 logical pages, ``-1`` skipped anywhere.
+    sm_scale : score scale, default ``1 / sqrt(head_dim)``.
+    num_splits : programs per (request, KV head); ``None`` picks from shapes and the SM count.
+    out, lse : optional contiguous outputs ``[batch, q_heads, head_dim]`` (``q.dtype``) and
+        ``[batch, q_heads]`` float32.
+
+    Returns
+    -------
+    ``(o, lse)``: ``o`` ``[batch, q_heads, head_dim]``, ``lse`` ``[batch, q_heads]`` float32 natural log.
+    """
+    check_decode_inputs(q, k_cache, v_cache, page_table, seq_lens, page_ids)
+    return _launch(q, k_cache, v_cache, page_table, seq_lens, page_ids,
+                   sm_scale=sm_scale, num_splits=num_splits, out=out, lse=lse)
+
+
+def dense_decode_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    page_table: torch.Tensor,
+    seq_lens: torch.Tensor,
+    *,
+    sm_scale: float | None = None,
+    num_splits: int | None = None,
+    out: torch.Tensor | None = None,
+    lse: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode attention over every cached token of each request (Triton).
+
+    Same semantics as :func:`dense_decode_attention_ref`; arguments as in
+    :func:`sparse_decode_attention` without ``page_ids`` (the split count sees ``page_table.shape[1]``
+    pages, so a decode step's launch does not depend on the lengths).
+    """
+    check_decode_inputs(q, k_cache, v_cache, page_table, seq_lens)
+    return _launch(q, k_cache, v_cache, page_table, seq_lens, None,
+                   sm_scale=sm_scale, num_splits=num_splits, out=out, lse=lse)

@@ -128,7 +128,8 @@ class FlowRunner:
             fused = self._kernels(q).block_sparse_indexer if self.flow.name == "block_sparse_attention" else None
             if fused is not None and "centroids" in cache:
                 return fused(q, cache["centroids"], ctx.page_table, ctx.seq_lens, ctx.budgets,
-                             sink_pages=ctx.sink_pages, local_pages=ctx.local_pages, max_budget=ctx.max_budget)
+                             sink_pages=ctx.sink_pages, local_pages=ctx.local_pages, max_budget=ctx.max_budget,
+                             page_size=ctx.page_size)
             q_grouped = vTensor(q.view(batch, self.num_kv_heads, ctx.group_size, self.head_dim), BATCHED)
             self.flow.forward_indexer(q_grouped, vTensor(chosen, BATCHED), _paged(cache), ctx)
         return assemble_pages(chosen, ctx)

@@ -1,0 +1,84 @@
+"""Split-KV for decode attention: how many programs share one (request, KV head), and their merge.
+
+Decode attention runs one program per (request, KV head). Fewer programs than streaming
+multiprocessors leave most of the GPU idle, so the page list is cut into ``num_splits`` contiguous
+chunks whose partial states ``(o, lse)`` are merged afterwards. The count depends on shapes and the
+device's SM count only: no host sync, so a decode step stays capturable in a CUDA graph.
+"""
+
+from functools import lru_cache
+
+import torch
+
+from vortex_rl.kernels.merge_states import merge_splits
+
+# A split must stream enough blocks to amortise writing and merging its partial state.
+MIN_BLOCKS_PER_SPLIT = 2
+# Programs aimed for per SM when splitting: two co-resident programs keep loads in flight.
+PROGRAMS_PER_SM = 2
+
+
+@lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def choose_num_splits(batch: int, kv_heads: int, num_blocks: int, device: torch.device) -> int:
+    """Splits per (request, KV head) for ``num_blocks`` blocks of pages each; 1 off CUDA.
+
+    Splits only when ``batch * kv_heads`` programs are fewer than the SMs, aiming at
+    ``PROGRAMS_PER_SM`` programs per SM with at least ``MIN_BLOCKS_PER_SPLIT`` blocks per split.
+    """
+    if device.type != "cuda":
+        return 1
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    sms = _sm_count(index)
+    programs = max(batch * kv_heads, 1)
+    if programs >= sms:
+        return 1
+    wanted = -(-PROGRAMS_PER_SM * sms // programs)
+    return max(1, min(wanted, num_blocks // MIN_BLOCKS_PER_SPLIT))
+
+
+def check_outputs(q: torch.Tensor, out: torch.Tensor | None, lse: torch.Tensor | None) -> None:
+    """``out`` must be a contiguous ``q``-shaped tensor of ``q.dtype``; ``lse`` contiguous float32 ``q.shape[:2]``."""
+    if out is not None and (out.shape != q.shape or out.dtype != q.dtype or not out.is_contiguous()):
+        raise ValueError(
+            f"out must be a contiguous {q.dtype} tensor of shape {tuple(q.shape)}, got {out.dtype} "
+            f"{tuple(out.shape)} (contiguous={out.is_contiguous()})"
+        )
+    if lse is not None and (lse.shape != q.shape[:2] or lse.dtype != torch.float32 or not lse.is_contiguous()):
+        raise ValueError(
+            f"lse must be a contiguous float32 tensor of shape {tuple(q.shape[:2])}, got {lse.dtype} "
+            f"{tuple(lse.shape)}"
+        )
+
+
+def split_outputs(
+    q: torch.Tensor, num_splits: int, out: torch.Tensor | None, lse: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(out, lse, o_target, lse_target)``: the final outputs and where the kernel writes.
+
+    The targets are ``[batch, q_heads, num_splits, head_dim]`` / ``[batch, q_heads, num_splits]``:
+    fp32 partial buffers when splitting, else views of the final outputs.
+    """
+    check_outputs(q, out, lse)
+    batch, q_heads, head_dim = q.shape
+    out = torch.empty_like(q, memory_format=torch.contiguous_format) if out is None else out
+    lse = torch.empty(batch, q_heads, dtype=torch.float32, device=q.device) if lse is None else lse
+    if num_splits == 1:
+        return out, lse, out.unsqueeze(2), lse.unsqueeze(2)
+    o_part = torch.empty(batch, q_heads, num_splits, head_dim, dtype=torch.float32, device=q.device)
+    lse_part = torch.empty(batch, q_heads, num_splits, dtype=torch.float32, device=q.device)
+    return out, lse, o_part, lse_part
+
+
+def finish_splits(out: torch.Tensor, lse: torch.Tensor, o_part: torch.Tensor, lse_part: torch.Tensor) -> None:
+    """Merge the partial states of :func:`split_outputs` (``num_splits > 1``) into ``out`` / ``lse``."""
+    num_splits = o_part.shape[2]
+    batch, q_heads, head_dim = out.shape
+    rows = batch * q_heads
+    merge_splits(
+        o_part.view(rows, num_splits, head_dim), lse_part.view(rows, num_splits), out.view(rows, head_dim),
+        lse.view(rows),
+    )
