@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install test train demo bench clean
+.PHONY: install test test-cluster test-sglang train demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,25 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# Installs Debian's slurm-wlm and munge (root), starts a one-node Slurm on localhost, submits the sbatch job.
+test-cluster: $(STAMP)
+	command -v slurmctld >/dev/null && command -v munged >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge)
+	$(PY) -m pytest -q -m cluster tests/cluster
+
+# SGLang's Python modules import on CPU, which is all tests/rollout/sglang needs (the GPU check is
+# scripts/check_sglang.py). --no-deps keeps our CPU torch (sglang pins a CUDA build and torchvision);
+# the rest are the pure-Python modules its imports reach.
+SGLANG_SPEC ?= sglang==0.5.23
+SGLANG_NODEPS := compressed-tensors==0.18.0
+SGLANG_TEST_DEPS := orjson psutil pybase64 pillow starlette msgspec pyzmq ipython sentencepiece \
+	apache-tvm-ffi==0.1.11 loguru einops partial_json_parser pydantic packaging requests aiohttp dill openai gguf
+test-sglang: $(STAMP)
+	$(PIP) install -q --no-deps "$(SGLANG_SPEC)" $(SGLANG_NODEPS)
+	$(PIP) install -q $(SGLANG_TEST_DEPS)
+	$(PY) -c "import torch; v = torch.__version__; assert v.startswith('$(TORCH_SPEC)'.split('==')[-1]), v"
+	$(PY) -m pytest -q tests/rollout/sglang
 
 train: $(STAMP)
 	$(PY) -m vortex_rl.train $(ARGS)

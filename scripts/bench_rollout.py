@@ -1,0 +1,163 @@
+"""Rollout throughput, dense vs block-sparse decode, on an AIME24@8-like batch.
+
+Seed workload (GPU): random weights with a real Qwen3 config, ``--requests`` samples (``--n`` per
+prompt) with prompts of a few hundred tokens, ``--gen-len`` tokens each (EOS ignored), page 16,
+budget 32 pages. Both flows run in one process with the same engine settings. Without CUDA a reduced
+workload runs (tiny model, few tokens) so the script stays checkable anywhere.
+
+    python scripts/bench_rollout.py                       # GPU default: Qwen3-0.6B, 32 x 16K tokens
+    python scripts/bench_rollout.py --requests 240 --n 8  # the full AIME24@8 batch
+
+Prints a table last and writes JSON (device included) to ``--output`` after each flow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import random
+import time
+
+import torch
+
+from vortex_rl.rollout import Engine, EngineConfig, SamplingParams
+from vortex_rl.rollout.loader import ModelSource
+from vortex_rl.sparse import SparseConfig
+
+QWEN3 = {  # the published Qwen3 configs (architecture fields only)
+    "qwen3-0.6b": dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
+                       num_key_value_heads=8, tie_word_embeddings=True),
+    "qwen3-1.7b": dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
+                       num_key_value_heads=8, tie_word_embeddings=True),
+    "qwen3-4b": dict(hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32,
+                     num_key_value_heads=8, tie_word_embeddings=True),
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, tie_word_embeddings=True, vocab_size=512, head_dim=16),
+}
+COMMON = dict(vocab_size=151936, head_dim=128, max_position_embeddings=40960, rms_norm_eps=1e-6,
+              rope_theta=1000000.0, hidden_act="silu")
+GPU_DEFAULTS = dict(model="qwen3-0.6b", requests=32, n=8, prompt_len=300, gen_len=16384, budget_pages=32)
+CPU_DEFAULTS = dict(model="tiny", requests=8, n=4, prompt_len=48, gen_len=48, budget_pages=4)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", choices=sorted(QWEN3), default=None)
+    p.add_argument("--requests", type=int, default=None, help="samples in the batch (prompts x n)")
+    p.add_argument("--n", type=int, default=None, help="samples per prompt")
+    p.add_argument("--prompt-len", type=int, default=None, help="mean prompt length (uniform +-50%%)")
+    p.add_argument("--gen-len", type=int, default=None, help="generated tokens per sample")
+    p.add_argument("--budget-pages", type=int, default=None)
+    p.add_argument("--page-size", type=int, default=16)
+    p.add_argument("--flows", default="dense,block_sparse_attention")
+    p.add_argument("--max-num-seqs", type=int, default=None, help="default: --requests")
+    p.add_argument("--kv-cache-memory-gb", type=float, default=None)
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    p.add_argument("--enforce-eager", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", default="bench_results/bench_rollout.json")
+    args = p.parse_args(argv)
+    defaults = GPU_DEFAULTS if torch.cuda.is_available() else CPU_DEFAULTS
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+def random_source(name: str, device: torch.device, dtype: torch.dtype, seed: int) -> ModelSource:
+    """Random weights (std 0.02, unit norms) under Hugging Face names for a Qwen3 config."""
+    from transformers import Qwen3Config
+
+    config = Qwen3Config(**{**COMMON, **QWEN3[name]})
+    h, hd, inter = config.hidden_size, config.head_dim, config.intermediate_size
+    q, kv = config.num_attention_heads * hd, config.num_key_value_heads * hd
+    shapes = {"model.embed_tokens.weight": (config.vocab_size, h), "model.norm.weight": (h,)}
+    for i in range(config.num_hidden_layers):
+        pre = f"model.layers.{i}."
+        shapes.update({pre + "self_attn.q_proj.weight": (q, h), pre + "self_attn.k_proj.weight": (kv, h),
+                       pre + "self_attn.v_proj.weight": (kv, h), pre + "self_attn.o_proj.weight": (h, q),
+                       pre + "self_attn.q_norm.weight": (hd,), pre + "self_attn.k_norm.weight": (hd,),
+                       pre + "mlp.gate_proj.weight": (inter, h), pre + "mlp.up_proj.weight": (inter, h),
+                       pre + "mlp.down_proj.weight": (h, inter), pre + "input_layernorm.weight": (h,),
+                       pre + "post_attention_layernorm.weight": (h,)})
+    gen = torch.Generator(device=device).manual_seed(seed)
+
+    def weights():
+        for wname, shape in shapes.items():
+            if len(shape) == 1:
+                yield wname, torch.ones(shape, dtype=dtype, device=device)
+            else:
+                yield wname, (torch.randn(shape, generator=gen, device=device) * 0.02).to(dtype)
+
+    return ModelSource(config, weights(), None, set())
+
+
+def workload(args) -> list[list[int]]:
+    rng = random.Random(args.seed)
+    prompts = max(1, args.requests // args.n)
+    lengths = [rng.randint(max(1, args.prompt_len // 2), args.prompt_len * 3 // 2) for _ in range(prompts)]
+    return [[rng.randrange(1, 30000 if args.model != "tiny" else 500) for _ in range(L)] for L in lengths]
+
+
+def run_flow(flow: str, args, prompts, device, dtype) -> dict:
+    config = EngineConfig(
+        flow=flow, sparse=SparseConfig(page_size=args.page_size, budget_pages=args.budget_pages),
+        max_num_seqs=args.max_num_seqs or args.requests, max_model_len=max(map(len, prompts)) + args.gen_len,
+        kv_cache_memory_gb=args.kv_cache_memory_gb, gpu_memory_utilization=args.gpu_memory_utilization,
+        dtype="auto", device=str(device), enforce_eager=args.enforce_eager, seed=args.seed)
+    start = time.perf_counter()
+    engine = Engine(random_source(args.model, device, dtype, args.seed), config)
+    setup_s = time.perf_counter() - start
+    warm = SamplingParams(temperature=1.0, max_new_tokens=min(32, args.gen_len), ignore_eos=True, seed=1)
+    engine.generate(prompts[:2], warm, n=2, use_tqdm=False)  # compile kernels before timing
+    engine.reset_stats()
+    params = SamplingParams(temperature=1.0, max_new_tokens=args.gen_len, ignore_eos=True, seed=args.seed)
+    engine.generate(prompts, params, n=args.n, use_tqdm=True)
+    stats = engine.stats.as_dict()
+    del engine
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return {"flow": flow, "setup_s": setup_s, **stats}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    prompts = workload(args)
+    report = {"device": device_name(device), "torch": torch.__version__, "args": vars(args),
+              "prompt_tokens": sum(map(len, prompts)), "results": []}
+    os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
+    for flow in args.flows.split(","):
+        report["results"].append(run_flow(flow, args, prompts, device, dtype))
+        with open(args.output, "w") as f:
+            json.dump(report, f, indent=2)
+    by_flow = {r["flow"]: r for r in report["results"]}
+    if "dense" in by_flow and len(by_flow) > 1:
+        base = by_flow["dense"]["tokens_per_s"]
+        for r in report["results"]:
+            r["speedup_vs_dense"] = r["tokens_per_s"] / base if base else float("nan")
+        with open(args.output, "w") as f:
+            json.dump(report, f, indent=2)
+    print(f"\ndevice: {report['device']}  model: {args.model}  requests: {len(prompts)} prompts x {args.n} = "
+          f"{len(prompts) * args.n}  gen: {args.gen_len}  page {args.page_size}  budget {args.budget_pages}")
+    print(f"{'flow':<24}{'tokens/s':>12}{'vs dense':>10}{'time (s)':>10}{'peak pages':>12}{'pages':>8}{'preempt':>9}")
+    for r in report["results"]:
+        print(f"{r['flow']:<24}{r['tokens_per_s']:>12.1f}{r.get('speedup_vs_dense', 1.0):>10.2f}"
+              f"{r['elapsed_s']:>10.1f}{r['peak_pages']:>12d}{r['num_pages']:>8d}{r['preemptions']:>9d}")
+    print(f"written: {args.output}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

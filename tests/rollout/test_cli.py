@@ -1,0 +1,37 @@
+"""The ``python -m vortex_rl.generate`` command on a tiny safetensors model directory."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.rollout.conftest import tiny_hf_model
+from vortex_rl import generate
+from vortex_rl.rollout import Engine, EngineConfig, SamplingParams
+
+
+def test_cli_generates_what_the_engine_generates(tmp_path, capsys):
+    model = tiny_hf_model("qwen3")
+    model.save_pretrained(tmp_path / "model")
+    prompts = [list(range(1, 30)), [5, 6, 7]]
+    (tmp_path / "prompts.jsonl").write_text("\n".join(json.dumps({"prompt_token_ids": p}) for p in prompts) + "\n")
+    code = generate.main(["--model", str(tmp_path / "model"), "--prompts", str(tmp_path / "prompts.jsonl"),
+                          "--max-new-tokens", "6", "--n", "2", "--num-pages", "16", "--max-model-len", "64",
+                          "--budget-pages", "8", "--ignore-eos", "--output", str(tmp_path / "out.jsonl")])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "tokens/s" in printed and "peak KV pages" in printed
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [(r["prompt_index"], r["sample_index"]) for r in rows] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    config = EngineConfig(num_pages=16, max_model_len=64, sparse=generate.SparseConfig(budget_pages=8))
+    expected = Engine.from_pretrained(model, config=config).generate(
+        prompts, SamplingParams(temperature=0, max_new_tokens=6, ignore_eos=True), n=2, use_tqdm=False)
+    assert [r["token_ids"] for r in rows] == [c.token_ids for group in expected for c in group]
+
+
+def test_prompt_file_without_prompts_is_rejected(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"text": "hi"}) + "\n")
+    with pytest.raises(ValueError, match="p.jsonl:1: expected a 'prompt' or 'prompt_token_ids' field"):
+        generate.read_prompts(str(path))

@@ -1,0 +1,261 @@
+"""`Engine`: the embedded rollout engine (``generate``, weight sync, sleep/wake, counters)."""
+
+from __future__ import annotations
+
+import numbers
+import random
+import time
+from typing import Iterable, Sequence as Seq
+
+import torch
+
+from vortex_rl.rollout.config import EngineConfig
+from vortex_rl.rollout.loader import ModelSource, open_source
+from vortex_rl.rollout.model_runner import ModelRunner
+from vortex_rl.rollout.models import ModelArch
+from vortex_rl.rollout.page_manager import PageManager, pages_for
+from vortex_rl.rollout.sampler import sample, sample_seed, sampling_tensors
+from vortex_rl.rollout.sampling_params import SamplingParams
+from vortex_rl.rollout.scheduler import Scheduler
+from vortex_rl.rollout.sequence import Completion, Sequence
+from vortex_rl.rollout.stats import EngineStats
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _device_and_dtype(config: EngineConfig) -> tuple[torch.device, torch.dtype]:
+    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if config.device == "auto" else config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device={config.device!r} but CUDA is not available")
+    if config.dtype == "auto":
+        return device, torch.bfloat16 if device.type == "cuda" else torch.float32
+    return device, DTYPES[config.dtype]
+
+
+class Engine:
+    """Generates completions with paged KV, continuous batching and sparse decode attention.
+
+    Build it with :meth:`from_pretrained`. The model is a Qwen3, Qwen2 or Llama decoder; prefill
+    attention is dense, decode attention runs ``config.flow`` (``FlowRunner``).
+    """
+
+    def __init__(self, source: ModelSource, config: EngineConfig | None = None):
+        self.config = config = config or EngineConfig()
+        self.tokenizer = source.tokenizer
+        self.hf_config = source.hf_config
+        self.arch = ModelArch.from_hf_config(source.hf_config)
+        self.device, self.dtype = _device_and_dtype(config)
+        self.max_model_len = config.max_model_len or self.arch.max_position_embeddings
+        self.runner = ModelRunner(self.arch, config, device=self.device, dtype=self.dtype,
+                                  max_model_len=self.max_model_len)
+        self.runner.load_weights(source.weights, strict=True, atomic=False)
+        self.pages = PageManager(self.runner.allocate_kv_cache(), config.page_size)
+        self.eos_token_ids = source.eos_token_ids
+        self.scheduler = Scheduler(config, self.pages, self.eos_token_ids, self.max_model_len)
+        self.stats = EngineStats(num_pages=self.pages.num_pages)
+        self.sleeping = False
+        self._seeds = random.Random(config.seed)
+        self._next_seq_id = 0
+
+    @classmethod
+    def from_pretrained(cls, model, tokenizer=None, config: EngineConfig | None = None, *,
+                        gguf_file: str | None = None) -> "Engine":
+        """Load a model and build the engine.
+
+        Parameters
+        ----------
+        model: a Hugging Face model directory (safetensors), a ``.gguf`` file (or a directory with
+            ``gguf_file=``; loaded through ``transformers``), or a ``transformers`` causal-LM object.
+        tokenizer: overrides the source's tokenizer (needed for text prompts and ``Completion.text``).
+        config: ``EngineConfig``; the default runs block-sparse decode with 32-page budgets.
+        """
+        return cls(open_source(model, gguf_file=gguf_file, tokenizer=tokenizer), config)
+
+    # ------------------------------------------------------------------------------------------ generate
+    def generate(self, prompts, sampling_params: SamplingParams | Seq[SamplingParams] | None = None,
+                 n: int = 1, use_tqdm: bool = True) -> list[list[Completion]]:
+        """Generate ``n`` completions for every prompt.
+
+        Parameters
+        ----------
+        prompts: a list of strings (encoded with the tokenizer, its special tokens included) or of
+            token-id lists; a single string or token-id list is one prompt.
+        sampling_params: one ``SamplingParams`` for all prompts, or one per prompt (default:
+            ``SamplingParams()``).
+        n: samples per prompt; they share the prompt's KV pages.
+        use_tqdm: show a progress bar over finished samples.
+
+        Returns
+        -------
+        ``completions[i][j]``: sample ``j`` of prompt ``i`` (a ``Completion``).
+        """
+        if self.sleeping:
+            raise RuntimeError("the engine is asleep: call wake() before generate()")
+        prompt_ids = self._encode(prompts)
+        params = self._params_per_prompt(sampling_params, len(prompt_ids))
+        if not isinstance(n, int) or not 1 <= n <= self.config.max_num_seqs:
+            raise ValueError(f"n={n!r} must be an int in 1..max_num_seqs={self.config.max_num_seqs}")
+        for ids, p in zip(prompt_ids, params):
+            self._check_fits(ids, p)
+        samples = [self._add_request(i, ids, p, n) for i, (ids, p) in enumerate(zip(prompt_ids, params))]
+        try:
+            self._run_until_done(sum(len(s) for s in samples), use_tqdm)
+        except BaseException:
+            self.scheduler.abort_all()  # an interrupted call must not leak requests into the next one
+            raise
+        return [[self._completion(seq) for seq in group] for group in samples]
+
+    def _encode(self, prompts) -> list[list[int]]:
+        if isinstance(prompts, str) or (isinstance(prompts, (list, tuple)) and prompts
+                                        and isinstance(prompts[0], numbers.Integral)):
+            prompts = [prompts]
+        if not isinstance(prompts, (list, tuple)) or not prompts:
+            raise ValueError(f"prompts must be a non-empty list of strings or token-id lists, got {type(prompts).__name__}")
+        out = []
+        for i, prompt in enumerate(prompts):
+            if isinstance(prompt, str):
+                if self.tokenizer is None:
+                    raise ValueError("text prompts need a tokenizer: pass tokenizer= or token-id lists")
+                prompt = self.tokenizer.encode(prompt)
+            ids = [int(t) for t in prompt]
+            if not ids or min(ids) < 0 or max(ids) >= self.arch.vocab_size:
+                raise ValueError(f"prompt {i} must hold 1+ token ids in [0, {self.arch.vocab_size}), got "
+                                 f"{len(ids)} ids" + (f" in [{min(ids)}, {max(ids)}]" if ids else ""))
+            out.append(ids)
+        return out
+
+    def _params_per_prompt(self, sampling_params, count: int) -> list[SamplingParams]:
+        if sampling_params is None:
+            sampling_params = SamplingParams()
+        if isinstance(sampling_params, SamplingParams):
+            return [sampling_params] * count
+        params = list(sampling_params)
+        if len(params) != count or not all(isinstance(p, SamplingParams) for p in params):
+            raise ValueError(f"sampling_params must be one SamplingParams or a list of {count} (one per prompt)")
+        return params
+
+    def _check_fits(self, ids: list[int], params: SamplingParams) -> None:
+        if len(ids) >= self.max_model_len:
+            raise ValueError(f"prompt of {len(ids)} tokens leaves no room to generate within "
+                             f"max_model_len={self.max_model_len}")
+        longest = min(len(ids) + params.max_new_tokens, self.max_model_len)
+        needed = pages_for(longest, self.config.page_size)
+        if needed > self.pages.num_pages:
+            raise ValueError(
+                f"a request of {len(ids)} prompt + {params.max_new_tokens} new tokens needs {needed} KV pages "
+                f"but the cache has {self.pages.num_pages}; raise num_pages / kv_cache_memory_gb or shorten it"
+            )
+
+    def _add_request(self, index: int, ids: list[int], params: SamplingParams, n: int) -> list[Sequence]:
+        seed = params.seed if params.seed is not None else self._seeds.getrandbits(32)
+        group = []
+        for j in range(n):
+            group.append(Sequence(self._next_seq_id, ids, params, seed=sample_seed(seed, j), prompt_index=index,
+                                  sample_index=j, max_pages=self.runner.max_pages_per_seq))
+            self._next_seq_id += 1
+        group[0].pending_samples = group[1:]
+        self.scheduler.add(group[0])
+        return group
+
+    def _run_until_done(self, total: int, use_tqdm: bool) -> None:
+        from tqdm.auto import tqdm
+
+        start = time.perf_counter()
+        generated_before = self.stats.generated_tokens
+        with tqdm(total=total, desc="generate", disable=not use_tqdm, dynamic_ncols=True) as bar:
+            while self.scheduler.has_work():
+                bar.update(self.step())
+                elapsed = time.perf_counter() - start
+                if use_tqdm and elapsed > 0:
+                    rate = (self.stats.generated_tokens - generated_before) / elapsed
+                    bar.set_postfix(tok_s=f"{rate:.0f}", pages=self.pages.num_used, refresh=False)
+        self.stats.elapsed_s += time.perf_counter() - start
+
+    @torch.inference_mode()
+    def step(self) -> int:
+        """Run one scheduler step; returns how many samples finished."""
+        batch = self.scheduler.schedule()
+        logits = self.runner.run(batch)
+        samplers = self.scheduler.complete_step(batch)
+        finished = []
+        if samplers:
+            rows = torch.tensor([row for row, _ in samplers], device=logits.device)
+            seqs = [seq for _, seq in samplers]
+            out = sample(logits[rows], sampling_tensors(seqs, logits.shape[-1], logits.device))
+            finished = self.scheduler.append_tokens(seqs, out.tokens.tolist(), out.logprobs.tolist(),
+                                                    self._top_logprobs(seqs, out))
+            self.stats.generated_tokens += len(seqs)
+        self._count_step(batch)
+        return len(finished)
+
+    @staticmethod
+    def _top_logprobs(seqs: list[Sequence], out) -> list[dict[int, float] | None]:
+        if out.top_ids is None:
+            return [None] * len(seqs)
+        ids, values = out.top_ids.tolist(), out.top_logprobs.tolist()
+        return [
+            {t: v for t, v in zip(ids[i][: s.params.logprobs], values[i][: s.params.logprobs]) if v > float("-inf")}
+            if s.params.logprobs else None
+            for i, s in enumerate(seqs)
+        ]
+
+    def _count_step(self, batch) -> None:
+        s = self.stats
+        if batch.is_prefill:
+            s.prefill_steps += 1
+            s.prefill_tokens += sum(batch.chunk_lens)
+        else:
+            s.decode_steps += 1
+        s.preemptions = self.scheduler.num_preemptions
+        s.pages_in_use = self.pages.num_used
+        s.peak_pages = max(s.peak_pages, self.pages.peak_used)
+
+    def _completion(self, seq: Sequence) -> Completion:
+        text = self.tokenizer.decode(seq.completion_ids, skip_special_tokens=True) if self.tokenizer else ""
+        return seq.to_completion(text)
+
+    # ------------------------------------------------------------------------------- weights and memory
+    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> int:
+        """Load new weights (Hugging Face names, any dtype/device) atomically.
+
+        Every name and shape is checked before any parameter changes; a mismatch raises ``ValueError``
+        (an unknown name ``KeyError``) naming the weight and leaves the old weights in place. Parameters
+        not named keep their values. Cached KV (stale under new weights) is dropped. Returns how many
+        tensors were loaded.
+        """
+        if self.scheduler.has_work():
+            raise RuntimeError("update_weights() while requests are in flight")
+        count = self.runner.load_weights(named_tensors, strict=False, atomic=True)
+        self.pages.reset()
+        return count
+
+    def sleep(self) -> None:
+        """Free the KV cache and CUDA graphs (e.g. while a colocated trainer runs); weights stay."""
+        if self.scheduler.has_work():
+            raise RuntimeError("sleep() while requests are in flight")
+        if not self.sleeping:
+            self.runner.free_kv_cache()
+            self.pages.reset()
+            self.sleeping = True
+
+    def wake(self) -> None:
+        """Re-allocate the KV cache (same number of pages) and recapture the CUDA graphs."""
+        if self.sleeping:
+            self.runner.allocate_kv_cache(self.pages.num_pages)
+            self.sleeping = False
+
+    @torch.inference_mode()
+    def state_checksum(self) -> float:
+        """Sum of every weight element (each parameter once), in float64: compare with
+        ``vortex_rl.rollout.weight_checksum`` of the trainer's weights."""
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        for _, param in self.runner.model.named_parameters():
+            total += param.double().sum()
+        return float(total)
+
+    def reset_stats(self) -> None:
+        """Zero the counters (e.g. after a warm-up run)."""
+        self.stats = EngineStats(num_pages=self.pages.num_pages)
+        self.pages.peak_used = self.pages.num_used
+        self.scheduler.num_preemptions = 0

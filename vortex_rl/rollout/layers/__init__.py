@@ -1,0 +1,1 @@
+"""Model building blocks whose parameters carry their own ``weight_loader``."""

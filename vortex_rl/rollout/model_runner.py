@@ -1,0 +1,172 @@
+"""`ModelRunner`: the model, its paged KV cache, and the inputs of every step.
+
+The cache is one tensor per kind for all layers, ``k``/``v`` ``[num_layers, num_pages + 1, kv_heads,
+page_size, head_dim]`` plus the flow's per-page state (``FlowRunner.allocate_state``) laid out the same
+way. The extra last page is a scratch page: padded rows of a CUDA-graph batch write there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+
+from vortex_rl.rollout.config import EngineConfig
+from vortex_rl.rollout.cuda_graphs import DecodeGraphs
+from vortex_rl.rollout.forward_batch import ForwardBatch
+from vortex_rl.rollout.loader import load_weights
+from vortex_rl.rollout.memory import decide_num_pages
+from vortex_rl.rollout.models import DecoderForCausalLM, ModelArch
+from vortex_rl.rollout.page_manager import pages_for
+from vortex_rl.rollout.scheduler import ScheduledBatch
+from vortex_rl.sparse import FlowRunner
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype):
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+class ModelRunner:
+    def __init__(self, arch: ModelArch, config: EngineConfig, *, device: torch.device, dtype: torch.dtype,
+                 max_model_len: int):
+        self.arch, self.config, self.device, self.dtype = arch, config, device, dtype
+        self.page_size = config.page_size
+        self.max_model_len = max_model_len
+        self.max_pages_per_seq = pages_for(max_model_len, self.page_size)
+        self.flow_runner = FlowRunner(
+            config.flow, config.sparse, num_q_heads=arch.num_heads, num_kv_heads=arch.num_kv_heads,
+            head_dim=arch.head_dim, kernel_backend=config.kernel_backend,
+        )
+        with torch.device(device), default_dtype(dtype):
+            self.model = DecoderForCausalLM(arch, self.flow_runner, max_positions=max_model_len)
+        self.kv: dict[str, torch.Tensor] | None = None
+        self.num_pages: int | None = None
+        self.graphs: DecodeGraphs | None = None
+
+    # ------------------------------------------------------------------------------------------- weights
+    def load_weights(self, weights, *, strict: bool, atomic: bool) -> int:
+        return load_weights(self.model, weights, strict=strict, atomic=atomic)
+
+    # ---------------------------------------------------------------------------------------------- cache
+    @property
+    def scratch_page(self) -> int:
+        return self.num_pages
+
+    def page_bytes(self) -> int:
+        """Bytes of one page across all layers: K, V and the flow's state."""
+        a = self.arch
+        rows = 2 * self.page_size + sum(r for r, _ in self.flow_runner.state_shapes.values())
+        return a.num_layers * a.num_kv_heads * a.head_dim * rows * torch.finfo(self.dtype).bits // 8
+
+    def allocate_kv_cache(self, num_pages: int | None = None, *, capture_graphs: bool = True) -> int:
+        """Allocate the cache (``num_pages``, or as many as the memory budget allows) and, on CUDA
+        unless ``enforce_eager``, capture the decode graphs. Returns the number of pages."""
+        if num_pages is None:
+            num_pages = decide_num_pages(self)
+        self.num_pages = num_pages
+        layers = self.arch.num_layers
+        shape = (layers, num_pages + 1, self.arch.num_kv_heads, self.page_size, self.arch.head_dim)
+        kv = {"k": torch.zeros(shape, dtype=self.dtype, device=self.device),
+              "v": torch.zeros(shape, dtype=self.dtype, device=self.device)}
+        state = self.flow_runner.allocate_state(layers * (num_pages + 1), dtype=self.dtype, device=self.device)
+        kv.update({name: t.view(layers, num_pages + 1, *t.shape[1:]) for name, t in state.items()})
+        self.kv = kv
+        for i, attn in enumerate(self.model.attention_layers()):
+            attn.cache = {name: t[i] for name, t in kv.items()}
+        if capture_graphs and self.device.type == "cuda" and not self.config.enforce_eager:
+            self.graphs = DecodeGraphs(self, self.config.graph_batch_sizes())
+            self.graphs.capture()
+        return num_pages
+
+    def free_kv_cache(self) -> None:
+        for attn in self.model.attention_layers():
+            attn.cache = None
+        self.kv, self.graphs = None, None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def copy_pages(self, copies: list[tuple[int, int]]) -> None:
+        """Copy whole pages (K, V and flow state, every layer): ``(src, dst)`` pairs."""
+        src = torch.tensor([s for s, _ in copies], dtype=torch.long, device=self.device)
+        dst = torch.tensor([d for _, d in copies], dtype=torch.long, device=self.device)
+        for t in self.kv.values():
+            t[:, dst] = t[:, src]
+
+    # ---------------------------------------------------------------------------------------------- steps
+    @torch.inference_mode()
+    def run(self, batch: ScheduledBatch) -> torch.Tensor:
+        """Run one step; returns logits ``[rows, vocab]`` float32 for the sequences that sample
+        (``batch.samples``), in batch order."""
+        if self.kv is None:
+            raise RuntimeError("the KV cache is not allocated: call Engine.wake() after sleep()")
+        if batch.copies:
+            self.copy_pages(batch.copies)
+        if batch.is_prefill:
+            hidden = self._run_prefill(batch)
+        else:
+            hidden = self._run_decode(batch)
+        return self.model.compute_logits(hidden)
+
+    def _tensor(self, values, dtype=torch.long) -> torch.Tensor:
+        return torch.as_tensor(values, dtype=dtype).to(self.device, non_blocking=True)
+
+    def _run_prefill(self, batch: ScheduledBatch) -> torch.Tensor:
+        ids, positions, slots, prefix_index, last_rows = [], [], [], [], []
+        num_tokens, ps = 0, self.page_size
+        for seq, chunk, samples in zip(batch.seqs, batch.chunk_lens, batch.samples):
+            start = seq.num_cached_tokens
+            table = seq.page_table.array
+            pos = np.arange(start, start + chunk)
+            ids.append(np.asarray(seq.token_ids[start:start + chunk], dtype=np.int64))
+            positions.append(pos)
+            slots.append(table[pos // ps].astype(np.int64) * ps + pos % ps)
+            prefix = np.arange(start)
+            prefix_index.append(
+                (self._tensor(table[prefix // ps]), self._tensor(prefix % ps)) if start > 0 else None
+            )
+            num_tokens += chunk
+            if samples:
+                last_rows.append(num_tokens - 1)
+        fb = ForwardBatch(True, self._tensor(np.concatenate(slots)), query_lens=list(batch.chunk_lens),
+                          prefix_index=prefix_index)
+        hidden = self.model(self._tensor(np.concatenate(ids)), self._tensor(np.concatenate(positions)), fb)
+        return hidden[self._tensor(last_rows)]
+
+    def decode_inputs(self, batch: ScheduledBatch, rows: int, width: int) -> dict[str, np.ndarray]:
+        """Host arrays of a decode step padded to ``rows`` x ``width`` pages; padded rows attend to and
+        write the scratch page only."""
+        ps, n = self.page_size, len(batch.seqs)
+        positions = np.zeros(rows, dtype=np.int64)
+        positions[:n] = [len(seq) - 1 for seq in batch.seqs]
+        ids = np.zeros(rows, dtype=np.int64)
+        ids[:n] = [seq.token_ids[-1] for seq in batch.seqs]
+        table = np.full((rows, width), -1, dtype=np.int32)
+        table[n:, 0] = self.scratch_page
+        if n:
+            table[:n] = np.stack([seq.page_table.array[:width] for seq in batch.seqs])
+        slots = table[np.arange(rows), positions // ps].astype(np.int64) * ps + positions % ps
+        seq_lens = (positions + 1).astype(np.int32)
+        return {"input_ids": ids, "positions": positions, "slots": slots, "page_table": table, "seq_lens": seq_lens}
+
+    def _run_decode(self, batch: ScheduledBatch) -> torch.Tensor:
+        n = len(batch.seqs)
+        if self.graphs is not None and self.graphs.fits(n):
+            return self.graphs.run(batch)
+        width = max(len(seq.page_table) for seq in batch.seqs)
+        host = self.decode_inputs(batch, n, width)
+        dtypes = {"page_table": torch.int32, "seq_lens": torch.int32}
+        return self.decode_forward({k: self._tensor(v, dtypes.get(k, torch.long)) for k, v in host.items()})
+
+    def decode_forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One decode forward from device tensors (``decode_inputs`` keys): plans the step once, then
+        runs every layer. Device ops only, so CUDA graphs capture it."""
+        ctx = self.flow_runner.plan(inputs["page_table"], inputs["seq_lens"])
+        batch = ForwardBatch(False, inputs["slots"], flow_ctx=ctx)
+        return self.model(inputs["input_ids"], inputs["positions"], batch)

@@ -1,0 +1,108 @@
+"""`Sequence`: one sample being generated; `Completion`: what the caller gets back."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from vortex_rl.rollout.page_manager import PageTable
+from vortex_rl.rollout.sampling_params import SamplingParams
+
+
+class SequenceStatus(enum.Enum):
+    WAITING = "waiting"    # holds no pages: not admitted yet, or preempted (recomputed on readmission)
+    RUNNING = "running"    # holds pages: prefilling (``in_prefill``) or decoding
+    FINISHED = "finished"
+
+
+@dataclass
+class Completion:
+    """One generated sample.
+
+    Attributes
+    ----------
+    token_ids: generated token ids (the stop token included when generation stopped on one).
+    text: ``token_ids`` decoded by the engine's tokenizer (``""`` without a tokenizer).
+    logprobs: one float per generated token: its log-prob under the distribution it was sampled from
+        (see ``SamplingParams``).
+    top_logprobs: with ``SamplingParams.logprobs=k``: per generated token, ``{token_id: logprob}`` of the
+        ``k`` most likely tokens of that distribution; otherwise ``None``.
+    finish_reason: ``"stop"`` (EOS or a stop token) or ``"length"`` (``max_new_tokens`` or
+        ``max_model_len`` reached).
+    """
+
+    token_ids: list[int]
+    text: str
+    logprobs: list[float]
+    top_logprobs: list[dict[int, float]] | None
+    finish_reason: str
+
+
+class Sequence:
+    """A prompt plus the tokens sampled so far, and where its KV lives.
+
+    ``num_cached_tokens`` tokens have K/V in the pages of ``page_table``; a decoding sequence has all
+    tokens but the last one cached. ``pending_samples`` are the other samples of the same prompt: they
+    are forked from this one (sharing its prompt pages) when its prompt prefill completes.
+    """
+
+    def __init__(self, seq_id: int, prompt_ids: list[int], params: SamplingParams, *, seed: int,
+                 prompt_index: int, sample_index: int, max_pages: int):
+        self.seq_id = seq_id
+        self.token_ids = list(prompt_ids)
+        self.num_prompt_tokens = len(prompt_ids)
+        self.params = params
+        self.seed = seed
+        self.prompt_index = prompt_index
+        self.sample_index = sample_index
+        self.status = SequenceStatus.WAITING
+        self.in_prefill = False
+        self.num_cached_tokens = 0
+        self.page_table = PageTable(max_pages)
+        self.logprobs: list[float] = []
+        self.top_logprobs: list[dict[int, float]] | None = [] if params.logprobs else None
+        self.finish_reason: str | None = None
+        self.pending_samples: list[Sequence] = []
+
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def num_completion_tokens(self) -> int:
+        return len(self.token_ids) - self.num_prompt_tokens
+
+    @property
+    def completion_ids(self) -> list[int]:
+        return self.token_ids[self.num_prompt_tokens:]
+
+    @property
+    def group_size(self) -> int:
+        """This sequence plus the samples waiting to be forked from it."""
+        return 1 + len(self.pending_samples)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status == SequenceStatus.FINISHED
+
+    def append(self, token_id: int, logprob: float, top: dict[int, float] | None) -> None:
+        self.token_ids.append(token_id)
+        self.logprobs.append(logprob)
+        if self.top_logprobs is not None:
+            self.top_logprobs.append(top or {})
+
+    def fork(self, child: "Sequence") -> None:
+        """Give ``child`` (a pending sample) this sequence's prompt state and page table; the caller
+        counts the shared page references."""
+        child.token_ids = list(self.token_ids)
+        child.num_cached_tokens = self.num_cached_tokens
+        child.status = SequenceStatus.RUNNING
+        child.in_prefill = False
+
+    def to_completion(self, text: str) -> Completion:
+        return Completion(
+            token_ids=self.completion_ids,
+            text=text,
+            logprobs=list(self.logprobs),
+            top_logprobs=self.top_logprobs,
+            finish_reason=self.finish_reason or "length",
+        )

@@ -1,0 +1,39 @@
+"""`EngineStats`: counters of the engine, cumulative until ``Engine.reset_stats()``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class EngineStats:
+    """Attributes
+    ----------
+    num_pages: KV pages in the cache.
+    generated_tokens: tokens sampled.
+    prefill_tokens: tokens run through prefill steps (prompts, and sequences recomputed after
+        preemption; shared prompt pages are computed once).
+    prefill_steps, decode_steps: forward steps of each kind.
+    preemptions: sequences preempted (their pages freed, recomputed later).
+    pages_in_use: pages held now (0 between ``generate`` calls).
+    peak_pages: most pages held at once.
+    elapsed_s: wall time spent inside ``generate``.
+    """
+
+    num_pages: int = 0
+    generated_tokens: int = 0
+    prefill_tokens: int = 0
+    prefill_steps: int = 0
+    decode_steps: int = 0
+    preemptions: int = 0
+    pages_in_use: int = 0
+    peak_pages: int = 0
+    elapsed_s: float = 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Generated tokens per second of ``generate`` time."""
+        return self.generated_tokens / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "tokens_per_s": self.tokens_per_s}
