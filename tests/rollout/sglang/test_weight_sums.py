@@ -3,13 +3,14 @@ wire types, equals ``vortex_rl.rollout.weight_checksum`` of the same weights (al
 
 from __future__ import annotations
 
-import msgspec
 import pytest
 import torch
 
 from tests.rollout.sglang.sglang_env import import_sglang
 
 import_sglang()
+
+import msgspec  # noqa: E402  (an SGLang dependency: installed with it by make test-sglang)
 
 from sglang.srt.managers.io_struct import ChecksumInfo  # noqa: E402
 from sglang.srt.managers.scheduler_components.weight_updater import _merge_checksum_payloads  # noqa: E402
