@@ -119,6 +119,23 @@ def weight_checksum(named_tensors: Iterable[tuple[str, torch.Tensor]], *, tied_n
     return float(total)
 
 
+def weight_buckets(named_tensors: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int
+                   ) -> Iterator[list[tuple[str, torch.Tensor]]]:
+    """Consecutive groups of ``(name, tensor)`` of about ``bucket_bytes`` each (a larger tensor goes alone):
+    how weight updates travel to an engine without materialising the whole model twice."""
+    bucket: list[tuple[str, torch.Tensor]] = []
+    size = 0
+    for name, tensor in named_tensors:
+        nbytes = tensor.numel() * tensor.element_size()
+        if bucket and size + nbytes > bucket_bytes:
+            yield bucket
+            bucket, size = [], 0
+        bucket.append((name, tensor))
+        size += nbytes
+    if bucket:
+        yield bucket
+
+
 @dataclass
 class ModelSource:
     """A model to load: its Hugging Face config, its named weights (an iterable, read once), tokenizer,

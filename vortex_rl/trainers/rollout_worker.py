@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Iterable, Protocol, Sequence
 
 import torch
 
-from vortex_rl.rollout import Completion, Engine, EngineConfig, SamplingParams, weight_checksum
+from vortex_rl.rollout import Completion, Engine, EngineConfig, SamplingParams, weight_buckets, weight_checksum
 from vortex_rl.trainers.config import GRPOConfig
 
 
@@ -35,21 +35,6 @@ def engine_config(config: GRPOConfig, device: torch.device) -> EngineConfig:
         kernel_backend=rollout.kernel_backend, seed=config.trainer.seed,
     )
 
-
-def weight_buckets(named_tensors: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int
-                   ) -> Iterator[list[tuple[str, torch.Tensor]]]:
-    """Group named tensors into lists of about ``bucket_bytes`` (a tensor larger than that goes alone)."""
-    bucket: list[tuple[str, torch.Tensor]] = []
-    size = 0
-    for name, tensor in named_tensors:
-        nbytes = tensor.numel() * tensor.element_size()
-        if bucket and size + nbytes > bucket_bytes:
-            yield bucket
-            bucket, size = [], 0
-        bucket.append((name, tensor))
-        size += nbytes
-    if bucket:
-        yield bucket
 
 
 class LocalRolloutWorker:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from tests.rollout.sglang.sglang_env import import_sglang
 
@@ -25,7 +24,6 @@ from vortex_rl.rollout.sglang.options import (  # noqa: E402
     completion_from_output,
     server_args_for,
     sglang_sampling_params,
-    weight_buckets,
 )
 from vortex_rl.sparse import SparseConfig  # noqa: E402
 
@@ -130,11 +128,3 @@ def test_completion_from_sglang_output():
     bad["meta_info"]["output_token_logprobs"][1] = (-1.0, 9, None)
     with pytest.raises(RuntimeError, match="other tokens"):
         completion_from_output(bad, SamplingParams(), "")
-
-
-def test_weight_buckets_keep_order_and_size():
-    tensors = [(f"w{i}", torch.zeros(n, dtype=torch.float32)) for i, n in enumerate([10, 20, 5, 100, 1, 1])]
-    buckets = list(weight_buckets(iter(tensors), bucket_bytes=30 * 4))
-    assert [[name for name, _ in b] for b in buckets] == [["w0", "w1"], ["w2"], ["w3"], ["w4", "w5"]]
-    assert [t for b in buckets for t in b] == tensors
-    assert list(weight_buckets([], 1)) == []

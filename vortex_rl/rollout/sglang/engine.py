@@ -22,7 +22,7 @@ from typing import Iterable, Sequence as Seq
 import torch
 
 from vortex_rl.rollout.config import EngineConfig
-from vortex_rl.rollout.loader import eos_token_ids
+from vortex_rl.rollout.loader import eos_token_ids, weight_buckets
 from vortex_rl.rollout.sampler import sample_seed
 from vortex_rl.rollout.sampling_params import SamplingParams
 from vortex_rl.rollout.sequence import Completion
@@ -33,7 +33,6 @@ from vortex_rl.rollout.sglang.options import (
     completion_from_output,
     server_args_for,
     sglang_sampling_params,
-    weight_buckets,
 )
 from vortex_rl.rollout.sglang.plugin import require_sglang
 from vortex_rl.rollout.sglang.weight_sums import PARAM_SUMS_ACTION, combine_param_sums

@@ -8,9 +8,8 @@ functions: nothing here imports SGLang.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
-import torch
 
 from vortex_rl.rollout.config import EngineConfig
 from vortex_rl.rollout.sampling_params import SamplingParams
@@ -183,18 +182,3 @@ def completion_from_output(output: dict[str, Any], params: SamplingParams, text:
         top = [{int(tid): float(lp) for lp, tid, *_ in step[: params.logprobs]} for step in meta["output_top_logprobs"]]
     return Completion(token_ids=token_ids, text=text, logprobs=[float(entry[0]) for entry in logprobs],
                       top_logprobs=top, finish_reason=reason)
-
-
-def weight_buckets(named_tensors: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int
-                   ) -> Iterator[list[tuple[str, torch.Tensor]]]:
-    """Consecutive groups of ``(name, tensor)`` of at most ``bucket_bytes`` each (a larger tensor alone)."""
-    bucket, size = [], 0
-    for name, tensor in named_tensors:
-        nbytes = tensor.numel() * tensor.element_size()
-        if bucket and size + nbytes > bucket_bytes:
-            yield bucket
-            bucket, size = [], 0
-        bucket.append((name, tensor))
-        size += nbytes
-    if bucket:
-        yield bucket
