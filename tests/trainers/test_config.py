@@ -54,6 +54,7 @@ def test_unknown_key_lists_the_valid_ones():
     ("actor.optim.lr=abc", "actor.optim.lr='abc' must be a number"),
     ("rollout.n=2.5", "rollout.n=2.5 must be an integer"),
     ("rollout.flow=nope", "rollout.flow='nope' is not a registered flow"),
+    ("rollout.engine=vllm", r"rollout.engine='vllm' must be one of \('vortex', 'sglang'\)"),
     ("rollout.n=1", "GRPO compares samples of a prompt, so it needs rollout.n >= 2"),
     ("actor.ppo_mini_batch_size=5", "actor.ppo_mini_batch_size=5 must divide data.train_batch_size=32"),
     ("actor.policy_loss=gspo", r"actor.policy_loss='gspo'; known: \['vanilla'\]"),

@@ -15,7 +15,8 @@ pytest.importorskip("matplotlib")
 
 SMALL = ["recipe=tiny_cpu", "trainer.logger=[console]", "sft_warmup.steps=10", "data.train_batch_size=4",
          "actor.ppo_mini_batch_size=2", "rollout.n=4", "data.val_max_samples=4", "rollout.val_kwargs.n=2",
-         "trainer.test_freq=2", "trainer.save_freq=2", "reward.num_workers=1"]
+         "trainer.test_freq=2", "trainer.save_freq=2", "reward.num_workers=1",
+         "trainer.orchestrator=local"]  # the Ray orchestrator has its own end-to-end tests (test_ray_train.py)
 NONDETERMINISTIC = ("timing_s/", "perf/")
 
 

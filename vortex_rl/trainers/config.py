@@ -6,6 +6,7 @@ line overrides recipes (``python -m vortex_rl.train recipe=tiny_cpu actor.optim.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,12 @@ from vortex_rl.sparse import SparseConfig, list_flows
 from vortex_rl.trainers.algos import ADV_ESTIMATORS, KL_ESTIMATORS, LOSS_AGG_MODES, POLICY_LOSSES
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+PLACEMENTS = ("colocated", "disaggregated")
+
+
+def ray_available() -> bool:
+    """Whether ``ray`` is importable (then ``trainer.orchestrator`` defaults to ``ray``)."""
+    return importlib.util.find_spec("ray") is not None
 
 
 def _check(condition: bool, message: str) -> None:
@@ -105,10 +112,15 @@ class ValKwargs:
         _check(self.temperature >= 0, f"rollout.val_kwargs.temperature={self.temperature} must be >= 0")
 
 
+ROLLOUT_ENGINES = ("vortex", "sglang")
+
+
 @dataclass
 class RolloutConfig:
     """Sampling and the sparse rollout engine.
 
+    engine: ``vortex`` (the embedded engine, ``vortex_rl.rollout.Engine``) or ``sglang`` (the same sparse
+        attention inside SGLang through its ``vortex`` attention backend; needs the ``sglang`` extra and a GPU).
     n: samples per prompt (the GRPO group size).
     temperature / top_p / top_k: sampling of training rollouts (``top_k=-1``: off).
     flow: decode-attention flow of the engine (``dense`` or a registered vFlow).
@@ -125,6 +137,7 @@ class RolloutConfig:
     val_kwargs: sampling for validation.
     """
 
+    engine: str = "vortex"
     n: int = 8
     temperature: float = 1.0
     top_p: float = 1.0
@@ -144,6 +157,7 @@ class RolloutConfig:
     val_kwargs: ValKwargs = field(default_factory=ValKwargs)
 
     def __post_init__(self) -> None:
+        _check(self.engine in ROLLOUT_ENGINES, f"rollout.engine={self.engine!r} must be one of {ROLLOUT_ENGINES}")
         _check(self.n >= 1, f"rollout.n={self.n} must be >= 1")
         _check(self.temperature > 0, f"rollout.temperature={self.temperature} must be > 0 for RL sampling")
         _check(self.flow in list_flows(), f"rollout.flow={self.flow!r} is not a registered flow; known: {list_flows()}")
@@ -310,7 +324,18 @@ class TrainerConfig:
     seed: seeds model init, data order and sampling.
     logger: any of ``console``, ``wandb`` (metrics.jsonl and plots are always written).
     project_name / experiment_name: W&B names (``experiment_name: null`` = the run directory name).
-    orchestrator: ``local`` (rollout engine and learner in this process).
+    orchestrator: ``ray`` (the default when Ray is installed): learner ranks, rollout workers and reward
+        workers are Ray actors; ``local``: the learner and one engine in this process (no Ray needed).
+    placement: with Ray, ``colocated`` (learner rank i and rollout worker i share a device; the engine
+        sleeps during training with ``rollout.free_cache_engine``) or ``disaggregated`` (separate device
+        pools). Weights go over CUDA IPC / the object store (colocated) or an NCCL / gloo broadcast
+        from learner rank 0 (disaggregated), in ``rollout.update_weights_bucket_mb`` buckets.
+    num_learner_ranks: learner processes, one per GPU (FSDP2 over NCCL; gloo on CPU).
+    num_rollout_workers: rollout engines; prompts are sharded over them (colocated: = num_learner_ranks).
+    num_cpus_per_worker: CPUs Ray reserves for each learner rank, rollout worker and reward worker.
+    max_rollout_restarts: how often Ray restarts a dead rollout worker (its prompts are re-generated).
+    ray_address: the Ray cluster to join; ``null`` = ``RAY_ADDRESS``, else start Ray on this machine.
+    ray_dashboard_host: where the dashboard of a Ray started here listens (localhost unless set).
     device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
     """
 
@@ -325,18 +350,39 @@ class TrainerConfig:
     logger: list[str] = field(default_factory=lambda: ["console", "wandb"])
     project_name: str = "vortex-rl"
     experiment_name: str | None = None
-    orchestrator: str = "local"
+    orchestrator: str = field(default_factory=lambda: "ray" if ray_available() else "local")
+    placement: str = "colocated"
+    num_learner_ranks: int = 1
+    num_rollout_workers: int = 1
+    num_cpus_per_worker: float = 1.0
+    max_rollout_restarts: int = 3
+    ray_address: str | None = None
+    ray_dashboard_host: str = "127.0.0.1"
     device: str = "auto"
 
     def __post_init__(self) -> None:
         _check(self.total_steps >= 1, f"trainer.total_steps={self.total_steps} must be >= 1")
         unknown = sorted(set(self.logger) - {"console", "wandb"})
         _check(not unknown, f"trainer.logger has unknown backends {unknown}; use any of ['console', 'wandb']")
-        _check(self.orchestrator == "local", f"trainer.orchestrator={self.orchestrator!r} is not available; use 'local'")
+        _check(self.orchestrator in ("ray", "local"),
+               f"trainer.orchestrator={self.orchestrator!r} is not available; use 'ray' or 'local'")
+        _check(self.orchestrator == "local" or ray_available(), "trainer.orchestrator=ray but ray is not installed: "
+               "pip install 'vortex-rl[train]', or use trainer.orchestrator=local")
+        self._check_ray_layout()
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
                f"trainer.device={self.device!r} must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
         _check(self.max_ckpt_to_keep is None or self.max_ckpt_to_keep >= 1,
                f"trainer.max_ckpt_to_keep={self.max_ckpt_to_keep} must be >= 1 or null")
+
+    def _check_ray_layout(self) -> None:
+        _check(self.placement in PLACEMENTS, f"trainer.placement={self.placement!r} must be one of {PLACEMENTS}")
+        for name in ("num_learner_ranks", "num_rollout_workers"):
+            _check(getattr(self, name) >= 1, f"trainer.{name}={getattr(self, name)} must be >= 1")
+        _check(self.placement != "colocated" or self.num_rollout_workers == self.num_learner_ranks,
+               f"trainer.placement=colocated pairs rollout workers with learner ranks: trainer.num_rollout_workers="
+               f"{self.num_rollout_workers} must equal trainer.num_learner_ranks={self.num_learner_ranks}")
+        _check(self.num_cpus_per_worker > 0, f"trainer.num_cpus_per_worker={self.num_cpus_per_worker} must be > 0")
+        _check(self.max_rollout_restarts >= 0, f"trainer.max_rollout_restarts={self.max_rollout_restarts} must be >= 0")
 
 
 @dataclass

@@ -58,9 +58,11 @@ class LocalLearner:
         warmup = optim.lr_warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
-        self.ref_model = None
-        if config.actor.use_kl_loss:
-            self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.ref_model = self._reference_model(model) if config.actor.use_kl_loss else None
+
+    def _reference_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """A frozen copy of the starting actor, for the KL loss."""
+        return copy.deepcopy(model).eval().requires_grad_(False)
 
     def _micro_batches(self, batch: RolloutBatch) -> list[torch.Tensor]:
         actor = self.config.actor
@@ -119,15 +121,29 @@ class LocalLearner:
         self.optimizer.zero_grad(set_to_none=True)
         metrics: dict[str, float] = {}
         for index in self._micro_batches(mini):
-            mb = mini.select(index).trimmed().to(self.device)
-            mb_mask = mask[index, : mb.responses.shape[1]].to(self.device)
-            with autocast(self.config.model, self.device):
-                loss, mb_metrics = micro_batch_loss(
-                    self.model, mb, config=self.config.actor, temperature=self.config.rollout.temperature,
-                    mask=mb_mask, num_tokens=num_tokens, num_seqs=float(len(mini)))
-            loss.backward()
+            mb_metrics = self._backward(mini.select(index), mask[index], num_tokens=num_tokens,
+                                        num_seqs=float(len(mini)))
             for key, value in mb_metrics.items():
                 metrics[key] = metrics.get(key, 0.0) + value
+        metrics.update(self._apply_gradients())
+        return metrics
+
+    def _backward(self, rows: RolloutBatch, mask: torch.Tensor, *, num_tokens: float, num_seqs: float,
+                  scale: float = 1.0) -> dict[str, float]:
+        """Back-propagate ``scale`` times the loss of micro-batch ``rows`` (normalised by the mini-batch's
+        ``num_tokens`` / ``num_seqs``); returns its metrics."""
+        mb = rows.trimmed().to(self.device)
+        mb_mask = mask[:, : mb.responses.shape[1]].to(self.device)
+        with autocast(self.config.model, self.device):
+            loss, metrics = micro_batch_loss(
+                self.model, mb, config=self.config.actor, temperature=self.config.rollout.temperature,
+                mask=mb_mask, num_tokens=num_tokens, num_seqs=num_seqs)
+        (loss * scale if scale != 1.0 else loss).backward()
+        return metrics
+
+    def _apply_gradients(self) -> dict[str, float]:
+        """Clip, then step AdamW (skipped, and counted, on a non-finite gradient) and the LR schedule."""
+        metrics: dict[str, float] = {}
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.actor.grad_clip))
         metrics["actor/grad_norm"] = grad_norm
         metrics["actor/lr"] = self.scheduler.get_last_lr()[0]

@@ -1,5 +1,6 @@
 """`train`: build a run (model, engine, reward workers, data), then the step loop with validation,
-logging and checkpoints. ``trainer.orchestrator=local`` runs the learner and the rollout worker here."""
+logging and checkpoints. ``trainer.orchestrator=local`` runs the learner and the rollout worker here;
+``ray`` builds the same context over Ray actors (``ray_orchestrator.build_ray``)."""
 
 from __future__ import annotations
 
@@ -32,9 +33,8 @@ def train(config: GRPOConfig, run_dir: Path) -> Path:
     save_config(config, run_dir)
     random.seed(config.trainer.seed)
     torch.manual_seed(config.trainer.seed)
-    device = resolve_device(config.trainer.device)
     checkpoint = resume_checkpoint(config, run_dir)
-    ctx, start_step, first_metrics = build(config, device, checkpoint)
+    ctx, start_step, first_metrics = build(config, checkpoint)
     name = config.trainer.experiment_name or f"{config.recipe or 'run'}-{run_dir.name}"
     tracker = Tracker(run_dir, backends=config.trainer.logger, config=to_plain(config),
                       project=config.trainer.project_name, name=name, resume_step=start_step)
@@ -47,6 +47,8 @@ def train(config: GRPOConfig, run_dir: Path) -> Path:
         run_steps(ctx, tracker, run_dir, start_step)
     finally:
         ctx.reward_pool.close()
+        if ctx.shutdown is not None:
+            ctx.shutdown()
         tracker.close()
         save_plots(tracker.history, run_dir)
     return run_dir
@@ -61,8 +63,13 @@ def save_config(config: GRPOConfig, run_dir: Path) -> None:
     (run_dir / "config.yaml").write_text(text)
 
 
-def build(config: GRPOConfig, device: torch.device, checkpoint: Path | None) -> tuple[TrainContext, int, dict]:
+def build(config: GRPOConfig, checkpoint: Path | None) -> tuple[TrainContext, int, dict]:
     """Tokenizer, prompts, actor (from the checkpoint when resuming, else warmed up), learner, engine, sampler."""
+    if config.trainer.orchestrator == "ray":
+        from vortex_rl.trainers.ray_orchestrator import build_ray
+
+        return build_ray(config, checkpoint)
+    device = resolve_device(config.trainer.device)
     model_dir = str(checkpoint / "model") if checkpoint else None
     tokenizer = load_tokenizer(config.model, checkpoint_dir=model_dir)
     train_prompts, val_prompts, metrics = load_prompts(config, tokenizer)

@@ -26,13 +26,6 @@ def import_ray():
     return ray
 
 
-def ray_available() -> bool:
-    """Whether ``ray`` can be imported (it decides ``trainer.orchestrator=auto``)."""
-    import importlib.util
-
-    return importlib.util.find_spec("ray") is not None
-
-
 def init_ray(address: str | None, *, dashboard_host: str = "127.0.0.1") -> bool:
     """Connect to the cluster at ``address`` (else ``RAY_ADDRESS``), or start Ray on this machine.
 

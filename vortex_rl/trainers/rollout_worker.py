@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from typing import Any, Iterable, Protocol, Sequence
 
 import torch
@@ -37,6 +38,23 @@ def engine_config(config: GRPOConfig, device: torch.device) -> EngineConfig:
 
 
 
+def build_engine(model: torch.nn.Module, tokenizer: Any, config: GRPOConfig, device: torch.device):
+    """The rollout engine ``rollout.engine`` names, starting from the actor's weights.
+
+    SGLang loads models from disk, so for ``sglang`` the actor is saved to a temporary directory first;
+    later weights arrive through ``update_weights`` like with the embedded engine.
+    """
+    settings = engine_config(config, device)
+    if config.rollout.engine == "sglang":
+        from vortex_rl.rollout.sglang import make_sglang_engine
+
+        model_dir = tempfile.mkdtemp(prefix="vortex-rl-sglang-")
+        model.save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+        return make_sglang_engine(model_dir, settings)
+    return Engine.from_pretrained(model, tokenizer=tokenizer, config=settings)
+
+
 class LocalRolloutWorker:
     """Wraps ``vortex_rl.rollout.Engine``; weights arrive as Hugging Face named tensors, in buckets.
 
@@ -48,7 +66,7 @@ class LocalRolloutWorker:
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, config: GRPOConfig, device: torch.device) -> None:
-        self.engine = Engine.from_pretrained(model, tokenizer=tokenizer, config=engine_config(config, device))
+        self.engine = build_engine(model, tokenizer, config, device)
         self.bucket_bytes = config.rollout.update_weights_bucket_mb * 2**20
         self.eos_token_ids = sorted(self.engine.eos_token_ids)
 

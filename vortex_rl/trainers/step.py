@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -35,6 +35,8 @@ class TrainContext:
     sampler: EpochSampler
     tokenizer: Any
     pad_id: int
+    weight_sync: Callable[[], dict[str, float]] | None = None  # Ray: learner ranks -> engines directly
+    shutdown: Callable[[], None] | None = None  # releases the orchestrator's processes
 
 
 def step_seed(base: int, step: int, stream: int) -> int:
@@ -96,6 +98,8 @@ def generate(ctx: TrainContext, prompts: list[Prompt], *, seed: int) -> tuple[Sa
 
 def sync_weights(ctx: TrainContext) -> dict[str, float]:
     """Send the actor's weights to the engine, then check they arrived (weight checksums match)."""
+    if ctx.weight_sync is not None:
+        return ctx.weight_sync()
     ctx.worker.update_weights(ctx.learner.named_weights())
     relative = check_weights_in_sync(ctx.worker, ctx.learner.named_weights(), ctx.worker.dtype)
     return {"rollout/weights_checksum_rel_diff": relative}
