@@ -15,7 +15,7 @@ from vortex_rl.rollout.model_runner import ModelRunner
 from vortex_rl.rollout.models import ModelArch
 from vortex_rl.rollout.page_manager import PageManager, pages_for
 from vortex_rl.rollout.sampler import sample, sample_seed, sampling_tensors
-from vortex_rl.rollout.sampling_params import SamplingParams
+from vortex_rl.rollout.sampling_params import SamplingParams, params_for_prompts
 from vortex_rl.rollout.scheduler import Scheduler
 from vortex_rl.rollout.sequence import Completion, Sequence
 from vortex_rl.rollout.stats import EngineStats
@@ -93,7 +93,7 @@ class Engine:
         if self.sleeping:
             raise RuntimeError("the engine is asleep: call wake() before generate()")
         prompt_ids = self._encode(prompts)
-        params = self._params_per_prompt(sampling_params, len(prompt_ids))
+        params = params_for_prompts(sampling_params, len(prompt_ids))
         if not isinstance(n, int) or not 1 <= n <= self.config.max_num_seqs:
             raise ValueError(f"n={n!r} must be an int in 1..max_num_seqs={self.config.max_num_seqs}")
         for ids, p in zip(prompt_ids, params):
@@ -124,16 +124,6 @@ class Engine:
                                  f"{len(ids)} ids" + (f" in [{min(ids)}, {max(ids)}]" if ids else ""))
             out.append(ids)
         return out
-
-    def _params_per_prompt(self, sampling_params, count: int) -> list[SamplingParams]:
-        if sampling_params is None:
-            sampling_params = SamplingParams()
-        if isinstance(sampling_params, SamplingParams):
-            return [sampling_params] * count
-        params = list(sampling_params)
-        if len(params) != count or not all(isinstance(p, SamplingParams) for p in params):
-            raise ValueError(f"sampling_params must be one SamplingParams or a list of {count} (one per prompt)")
-        return params
 
     def _check_fits(self, ids: list[int], params: SamplingParams) -> None:
         if len(ids) >= self.max_model_len:

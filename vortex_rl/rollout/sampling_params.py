@@ -73,3 +73,16 @@ class SamplingParams:
 
 def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+def params_for_prompts(sampling_params: "SamplingParams | list[SamplingParams] | None", count: int
+                      ) -> list["SamplingParams"]:
+    """One ``SamplingParams`` per prompt from ``None`` (defaults), one shared object, or a list of ``count``."""
+    if sampling_params is None:
+        sampling_params = SamplingParams()
+    if isinstance(sampling_params, SamplingParams):
+        return [sampling_params] * count
+    params = list(sampling_params)
+    if len(params) != count or not all(isinstance(p, SamplingParams) for p in params):
+        raise ValueError(f"sampling_params must be one SamplingParams or a list of {count} (one per prompt)")
+    return params

@@ -92,3 +92,12 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     trainer_state = torch.load(path / "trainer_state.pt", weights_only=True)
     learner_state = torch.load(path / "learner.pt", weights_only=True)
     return trainer_state, learner_state
+
+
+def restore_training_state(checkpoint: Path, *, learner: Any, sampler: Any) -> int:
+    """Load the learner, data order and RNG states saved in ``checkpoint``; returns the step to resume after."""
+    trainer_state, learner_state = load_checkpoint(checkpoint)
+    learner.load_state_dict(learner_state)
+    sampler.load_state_dict(trainer_state["sampler"])
+    set_rng_state(trainer_state["rng"])
+    return int(trainer_state["step"])

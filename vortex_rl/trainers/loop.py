@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from vortex_rl.data.reward_pool import RewardPool
 from vortex_rl.data.sampler import EpochSampler
-from vortex_rl.trainers.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from vortex_rl.trainers.checkpoint import restore_training_state, save_checkpoint
 from vortex_rl.trainers.config import GRPOConfig
 from vortex_rl.trainers.learner import LocalLearner
 from vortex_rl.trainers.models import autocast, load_actor, load_tokenizer
@@ -82,11 +82,7 @@ def build(config: GRPOConfig, checkpoint: Path | None) -> tuple[TrainContext, in
                            shuffle=config.data.shuffle)
     start_step = 0
     if checkpoint is not None:
-        trainer_state, learner_state = load_checkpoint(checkpoint)
-        learner.load_state_dict(learner_state)
-        sampler.load_state_dict(trainer_state["sampler"])
-        set_rng_state(trainer_state["rng"])
-        start_step = int(trainer_state["step"])
+        start_step = restore_training_state(checkpoint, learner=learner, sampler=sampler)
         tqdm.write(f"resuming from {checkpoint} (step {start_step})")
     worker = LocalRolloutWorker(model, tokenizer, config, device)
     pool = RewardPool(config.reward.fn, num_workers=config.reward.num_workers, timeout_s=config.reward.timeout_s)

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from vortex_rl.data.reward_pool import RewardPool
 from vortex_rl.data.sampler import EpochSampler
-from vortex_rl.trainers.checkpoint import load_checkpoint, set_rng_state
+from vortex_rl.trainers.checkpoint import restore_training_state
 from vortex_rl.trainers.config import GRPOConfig
 from vortex_rl.trainers.models import load_tokenizer
 from vortex_rl.trainers.placement import Placement, ResourcePlan, wants_gpu
@@ -91,11 +91,7 @@ def _build(config: GRPOConfig, checkpoint: Path | None, run: RayRun) -> tuple[Tr
                            shuffle=config.data.shuffle)
     start_step = 0
     if checkpoint is not None:
-        trainer_state, learner_state = load_checkpoint(checkpoint)
-        learners.load_state_dict(learner_state)
-        sampler.load_state_dict(trainer_state["sampler"])
-        set_rng_state(trainer_state["rng"])
-        start_step = int(trainer_state["step"])
+        start_step = restore_training_state(checkpoint, learner=learners, sampler=sampler)
         tqdm.write(f"resuming from {checkpoint} (step {start_step})")
     sync = RayWeightSync(learners, rollouts, placement=plan.placement, use_gpu=plan.use_gpu,
                          bucket_bytes=config.rollout.update_weights_bucket_mb * 2**20)

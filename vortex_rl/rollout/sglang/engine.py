@@ -24,7 +24,7 @@ import torch
 from vortex_rl.rollout.config import EngineConfig
 from vortex_rl.rollout.loader import eos_token_ids, weight_buckets
 from vortex_rl.rollout.sampler import sample_seed
-from vortex_rl.rollout.sampling_params import SamplingParams
+from vortex_rl.rollout.sampling_params import SamplingParams, params_for_prompts
 from vortex_rl.rollout.sequence import Completion
 from vortex_rl.rollout.stats import EngineStats
 from vortex_rl.rollout.sglang.options import (
@@ -88,7 +88,7 @@ class SGLangEngine:
         if self.sleeping:
             raise RuntimeError("the engine is asleep: call wake() before generate()")
         prompt_ids = self._encode(prompts)
-        params = _params_per_prompt(sampling_params, len(prompt_ids))
+        params = params_for_prompts(sampling_params, len(prompt_ids))
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n={n!r} must be a positive int")
         requests, owners = [], []
@@ -217,17 +217,6 @@ class SGLangEngine:
 
     def __exit__(self, *exc) -> None:
         self.shutdown()
-
-
-def _params_per_prompt(sampling_params, count: int) -> list[SamplingParams]:
-    if sampling_params is None:
-        sampling_params = SamplingParams()
-    if isinstance(sampling_params, SamplingParams):
-        return [sampling_params] * count
-    params = list(sampling_params)
-    if len(params) != count or not all(isinstance(p, SamplingParams) for p in params):
-        raise ValueError(f"sampling_params must be one SamplingParams or a list of {count} (one per prompt)")
-    return params
 
 
 def _check_result(result, what: str) -> None:
