@@ -47,8 +47,18 @@ test-sglang: $(STAMP)
 train: $(STAMP)
 	$(PY) -m vortex_rl.train $(ARGS)
 
+# The benchmarks: full size on a GPU; without one, the kernels in the Triton interpreter at tiny shapes and
+# the rollout on a tiny model (checks the scripts run; the numbers say nothing about a GPU). JSON lands in
+# bench_results/.
+bench: $(STAMP)
+	if $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
+		$(PY) scripts/bench_kernels.py && $(PY) scripts/bench_rollout.py; \
+	else \
+		TRITON_INTERPRET=1 $(PY) scripts/bench_kernels.py --cpu-smoke && $(PY) scripts/bench_rollout.py; \
+	fi
+
 demo: $(STAMP)
 	$(PY) -m vortex_rl.sparse.demo
 
 clean:
-	rm -rf $(VENV) runs outputs .pytest_cache
+	rm -rf $(VENV) runs outputs bench_results .pytest_cache

@@ -54,6 +54,11 @@ class Registry(Generic[T]):
 
         return decorate
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (an entry registered for a while, e.g. by a test); an unknown name raises."""
+        self.get(name)
+        del self._entries[name]
+
     def get(self, name: str) -> T:
         """The entry called ``name``; an unknown name raises ``RegistryError`` listing the known ones."""
         try:

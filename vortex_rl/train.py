@@ -46,7 +46,7 @@ def split_args(argv: Sequence[str]) -> tuple[str, list[str]]:
 def compose_config(recipe: str, overrides: Sequence[str] = ()):
     """The ``GRPOConfig`` of ``recipe`` with ``overrides`` applied; unknown recipes or keys raise with the valid ones."""
     from vortex_rl.trainers.config import GRPOConfig
-    from vortex_rl.trainers.structured import check_key, defaults_dict, from_dict
+    from vortex_rl.trainers.config.dataclass_dicts import check_key, defaults_dict, from_dict
 
     recipes = available_recipes()
     if recipe not in recipes:
@@ -78,9 +78,9 @@ def compose_config(recipe: str, overrides: Sequence[str] = ()):
 
 def main(argv: Sequence[str] | None = None) -> Path:
     """Compose the config (a config error exits with its message), then train; returns the run directory."""
-    from vortex_rl.trainers.loop import train
-    from vortex_rl.trainers.setup import resolve_run_dir
-    from vortex_rl.trainers.structured import ConfigKeyError
+    from vortex_rl.trainers.run.loop import train
+    from vortex_rl.trainers.run.run_dir import resolve_run_dir
+    from vortex_rl.trainers.config.dataclass_dicts import ConfigKeyError
 
     try:
         recipe, overrides = split_args(sys.argv[1:] if argv is None else argv)

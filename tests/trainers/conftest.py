@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-RAY_CPUS = 4  # fractional actors (trainer.num_cpus_per_worker=0.5) on this 2-core machine
+RAY_CPUS = 4  # fractional actors (cluster.num_cpus_per_worker=0.5) on this 2-core machine
 
 
 @pytest.fixture(scope="session")

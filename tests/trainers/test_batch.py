@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from tests.trainers.tiny_model import tiny_model_and_tokenizer
-from vortex_rl.trainers.algos import entropy_from_logits
+from vortex_rl.trainers.algos.core_algos import entropy_from_logits
 from vortex_rl.trainers.batch import build_batch, micro_batch_indices
 from vortex_rl.trainers.config import ActorConfig
-from vortex_rl.trainers.logprobs import score_responses
-from vortex_rl.trainers.loss import loss_mask, micro_batch_loss
+from vortex_rl.trainers.local.logprobs import score_responses
+from vortex_rl.trainers.local.loss import loss_mask, micro_batch_loss
 
 PROMPTS = [[1, 5, 6], [1, 7], [1, 8, 9, 10, 11], [1, 12, 13]]
 RESPONSES = [[20, 21, 2], [22], [23, 24, 25, 26, 2], [27, 28]]

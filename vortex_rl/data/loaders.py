@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from vortex_rl.data.problem import MathProblem, problem_from_row, problem_from_verl_row
-from vortex_rl.data.registry import Registry
+from vortex_rl.registry import Registry
 
 DATASETS: Registry = Registry("dataset")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 
-from vortex_rl.data.registry import Registry
+from vortex_rl.registry import Registry
 
 REWARDS: Registry = Registry("reward")
 

@@ -1,0 +1,84 @@
+"""``rollout``: sampling, and the rollout engine (an ``EngineConfig`` with the trainer's sampling fields)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from vortex_rl.rollout import EngineConfig
+from vortex_rl.trainers.config.checks import check
+
+ROLLOUT_ENGINES = ("vortex", "sglang")
+# Set from the rest of the run, so a value here would be a second, conflicting knob.
+FROM_THE_RUN = {"device": ("auto", "trainer.device"), "seed": (0, "trainer.seed")}
+
+
+@dataclass
+class ValKwargs:
+    """Sampling for validation: ``n`` samples per problem give mean@n and pass@n."""
+
+    n: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = -1
+
+    def __post_init__(self) -> None:
+        check(self.n >= 1, f"rollout.val_kwargs.n={self.n} must be >= 1")
+        check(self.temperature >= 0, f"rollout.val_kwargs.temperature={self.temperature} must be >= 0")
+
+
+@dataclass
+class RolloutConfig(EngineConfig):
+    """Sampling and the sparse rollout engine.
+
+    The engine's own fields (``flow``, ``sparse``, ``max_num_seqs``, ``max_num_batched_tokens``,
+    ``num_pages``, ``kv_cache_memory_gb``, ``gpu_memory_utilization``, ``dtype``, ``enforce_eager``,
+    ``cuda_graph_batch_sizes``, ``kernel_backend``) are ``vortex_rl.rollout.EngineConfig``'s, documented
+    there, and reach the engine unchanged. Three are the run's: ``max_model_len`` (``null`` =
+    ``data.max_prompt_length + data.max_response_length``; a larger value is kept), ``device``
+    (``trainer.device``) and ``seed`` (``trainer.seed``); setting the last two here is refused.
+
+    engine: ``vortex`` (the embedded engine, ``vortex_rl.rollout.Engine``) or ``sglang`` (the same sparse
+        attention inside SGLang through its ``vortex`` attention backend; needs the ``sglang`` extra and a GPU).
+    n: samples per prompt (the GRPO group size).
+    temperature / top_p / top_k: sampling of training rollouts (``top_k=-1``: off).
+    logprobs: top-k log-probs returned per generated token, for the rollout/training mismatch metrics
+        (0 = off; at most 20).
+    update_weights_bucket_mb: weights are sent to the engine in buckets of about this many MiB.
+    free_cache_engine: put the engine to sleep (free its KV cache) while the actor trains.
+    val_kwargs: sampling for validation.
+    """
+
+    # The engine shares its GPU with the learner (colocated), so it may not take the 0.9 a standalone
+    # engine takes; 0.5 is verl's default for the same reason.
+    gpu_memory_utilization: float = 0.5
+    engine: str = "vortex"
+    n: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    logprobs: int = 20
+    update_weights_bucket_mb: int = 512
+    free_cache_engine: bool = True
+    val_kwargs: ValKwargs = field(default_factory=ValKwargs)
+
+    def __post_init__(self) -> None:
+        try:
+            super().__post_init__()
+        except ValueError as e:  # the engine names its fields bare; here they live under rollout.
+            raise ValueError(f"rollout.{e}") from None
+        for name, (default, owner) in FROM_THE_RUN.items():
+            check(getattr(self, name) == default, f"rollout.{name}={getattr(self, name)!r} is set from {owner}; "
+                  f"set {owner} instead")
+        check(self.engine in ROLLOUT_ENGINES, f"rollout.engine={self.engine!r} must be one of {ROLLOUT_ENGINES}")
+        check(self.n >= 1, f"rollout.n={self.n} must be >= 1")
+        check(self.temperature > 0, f"rollout.temperature={self.temperature} must be > 0 for RL sampling")
+        check(0 <= self.logprobs <= 20, f"rollout.logprobs={self.logprobs} must lie in 0..20")
+        check(self.update_weights_bucket_mb >= 1, f"rollout.update_weights_bucket_mb={self.update_weights_bucket_mb} must be >= 1")
+
+    def engine_config(self, *, max_sequence_length: int, device: str, seed: int) -> EngineConfig:
+        """The engine's config: this section's engine fields, with room for ``max_sequence_length`` tokens
+        and the run's device and seed."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(EngineConfig)}
+        fields.update(max_model_len=max(self.max_model_len or 0, max_sequence_length), device=device, seed=seed)
+        return EngineConfig(**fields)

@@ -1,0 +1,75 @@
+"""`train`: build a run (``run.build``: model, engines, reward workers, data, local or over Ray), then the
+step loop with validation, logging and checkpoints."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from vortex_rl.trainers.config import GRPOConfig
+from vortex_rl.trainers.config.dataclass_dicts import to_plain
+from vortex_rl.trainers.run.build import build_run
+from vortex_rl.trainers.run.checkpoint import save_checkpoint
+from vortex_rl.trainers.run.plots import save_plots
+from vortex_rl.trainers.run.run_dir import resume_checkpoint
+from vortex_rl.trainers.run.tracking import Tracker
+from vortex_rl.trainers.step.seeds import step_seed
+from vortex_rl.trainers.step.train_step import TrainContext, train_step
+from vortex_rl.trainers.step.validation import validate
+
+
+def train(config: GRPOConfig, run_dir: Path) -> Path:
+    """Train with ``config``, writing metrics, plots and checkpoints into ``run_dir``; returns ``run_dir``."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir)
+    random.seed(config.trainer.seed)
+    torch.manual_seed(config.trainer.seed)
+    checkpoint = resume_checkpoint(config, run_dir)
+    ctx, start_step, first_metrics = build_run(config, checkpoint)
+    name = config.trainer.experiment_name or f"{config.recipe or 'run'}-{run_dir.name}"
+    tracker = Tracker(run_dir, backends=config.trainer.logger, config=to_plain(config),
+                      project=config.trainer.project_name, name=name, resume_step=start_step)
+    try:
+        if start_step == 0:
+            if config.trainer.val_before_train and ctx.val_prompts:
+                first_metrics.update(validate(ctx.worker, ctx.reward_pool, ctx.val_prompts, config,
+                                              seed=step_seed(config.trainer.seed, 0, 2)))
+            tracker.log(first_metrics, step=0)
+        run_steps(ctx, tracker, run_dir, start_step)
+    finally:
+        ctx.reward_pool.close()
+        ctx.shutdown()
+        tracker.close()
+        save_plots(tracker.history, run_dir)
+    return run_dir
+
+
+def save_config(config: GRPOConfig, run_dir: Path) -> None:
+    """Print the resolved config and write it to ``run_dir/config.yaml``."""
+    import yaml
+
+    text = yaml.safe_dump(to_plain(config), sort_keys=False)
+    tqdm.write(f"run directory: {run_dir}\n{text}")
+    (run_dir / "config.yaml").write_text(text)
+
+
+def run_steps(ctx: TrainContext, tracker: Tracker, run_dir: Path, start_step: int) -> None:
+    """Steps ``start_step + 1 .. total_steps``: validation every ``test_freq`` and at the end, checkpoints
+    every ``save_freq`` and at the end."""
+    trainer = ctx.config.trainer
+    total = trainer.total_steps
+    for step in tqdm(range(start_step + 1, total + 1), desc="train", initial=start_step, total=total,
+                     dynamic_ncols=True):
+        metrics = train_step(ctx, step)
+        if ctx.val_prompts and ((trainer.test_freq > 0 and step % trainer.test_freq == 0) or step == total):
+            metrics.update(validate(ctx.worker, ctx.reward_pool, ctx.val_prompts, ctx.config,
+                                    seed=step_seed(trainer.seed, step, 2)))
+        tracker.log(metrics, step=step)
+        if (trainer.save_freq > 0 and step % trainer.save_freq == 0) or step == total:
+            save_checkpoint(run_dir, step, learner=ctx.learner, tokenizer=ctx.tokenizer,
+                            trainer_state={"sampler": ctx.sampler.state_dict()}, max_to_keep=trainer.max_ckpt_to_keep)
+            save_plots(tracker.history, run_dir)
