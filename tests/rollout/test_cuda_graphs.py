@@ -8,7 +8,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.rollout.conftest import tiny_hf_model
 from vortex_rl.rollout import Engine, EngineConfig, SamplingParams
 from vortex_rl.sparse import SparseConfig
 
@@ -17,10 +16,10 @@ GREEDY = SamplingParams(temperature=0, max_new_tokens=20, ignore_eos=True)
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-def test_padded_rows_and_full_width_leave_real_rows_unchanged():
+def test_padded_rows_and_full_width_leave_real_rows_unchanged(make_tiny_hf_model):
     """Rows padded onto the scratch page and a page table as wide as max_model_len (what a graph
     replays) give the same hidden states as the exact eager batch."""
-    engine = Engine.from_pretrained(tiny_hf_model("qwen3"), config=EngineConfig(
+    engine = Engine.from_pretrained(make_tiny_hf_model("qwen3"), config=EngineConfig(
         num_pages=64, max_model_len=128, sparse=SparseConfig(budget_pages=4)))
     for i, prompt in enumerate(PROMPTS):
         engine._add_request(i, prompt, GREEDY, 1)
@@ -44,8 +43,8 @@ def generate(model, **kw):
 
 
 @needs_cuda
-def test_graph_replay_equals_eager_decode():
-    model = tiny_hf_model("qwen3").cuda()
+def test_graph_replay_equals_eager_decode(make_tiny_hf_model):
+    model = make_tiny_hf_model("qwen3").cuda()
     _, eager = generate(model, enforce_eager=True)
     engine, graphed = generate(model, cuda_graph_batch_sizes=(1, 2, 4))
     assert engine.runner.graphs is not None and sorted(engine.runner.graphs.graphs) == [1, 2, 4]
@@ -55,8 +54,8 @@ def test_graph_replay_equals_eager_decode():
 
 
 @needs_cuda
-def test_batches_larger_than_every_graph_run_eagerly_and_wake_recaptures():
-    model = tiny_hf_model("qwen3").cuda()
+def test_batches_larger_than_every_graph_run_eagerly_and_wake_recaptures(make_tiny_hf_model):
+    model = make_tiny_hf_model("qwen3").cuda()
     _, eager = generate(model, enforce_eager=True)
     engine, small_graphs = generate(model, cuda_graph_batch_sizes=(1, 2))
     engine.sleep()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.sparse.paged_cache import make_paged_batch
 from vortex_rl.sparse import (
     BATCHED, PAGED, RAGGED, FlowContext, FlowRunner, GeMV, Max, Mean, Softmax, SparseConfig, Sum, get_flow,
     list_flows, register, run_flow, topK, vFlow, vTensor,
@@ -53,6 +52,7 @@ def test_reserved_cache_names_rejected():
 def test_register_requires_vflow_and_unique_names():
     with pytest.raises(TypeError, match="vFlow subclasses"):
         register("not_a_flow")(int)
+    assert "not_a_flow" not in list_flows()
 
     with pytest.raises(ValueError, match="already registered"):
 
@@ -60,8 +60,11 @@ def test_register_requires_vflow_and_unique_names():
         class Impostor(vFlow):
             pass
 
+    original = get_flow("block_sparse_attention")
+    assert type(original).__name__ != "Impostor" and original.name == "block_sparse_attention"
 
-def test_user_flow_with_max_key_score():
+
+def test_user_flow_with_max_key_score(make_paged_batch):
     """A user flow (per-page max key, as the README shows) selects the pages a direct loop picks."""
 
     @register("test_max_key")
@@ -136,7 +139,7 @@ def test_ops_reject_formats_without_implementation():
         vTensor(torch.zeros(1), "flat")
 
 
-def test_run_flow_rejects_mismatched_inputs():
+def test_run_flow_rejects_mismatched_inputs(make_paged_batch):
     batch = make_paged_batch([40], q_heads=4, kv_heads=2)
     args = [batch.q, batch.k_cache, batch.v_cache, batch.page_table, batch.seq_lens, SparseConfig()]
     bad_dtype = list(args)
