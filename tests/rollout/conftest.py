@@ -36,7 +36,7 @@ def smollm_source(smollm_gguf):
     """The GGUF file opened by the engine's loader (through ``transformers``), loaded once: it holds the
     engine's weights and the ``transformers`` model that serves as the reference."""
     pytest.importorskip("gguf")
-    from vortex_rl.rollout.loader import open_source
+    from vortex_rl.rollout.model_source import open_source
 
     return open_source(smollm_gguf)
 

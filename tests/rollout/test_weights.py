@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vortex_rl.rollout import Engine, EngineConfig, SamplingParams, weight_checksum
-from vortex_rl.rollout.loader import ModelSource
+from vortex_rl.rollout.model_source import ModelSource
 
 PROMPTS = [list(range(1, 20)), list(range(100, 140))]
 GREEDY = SamplingParams(temperature=0, max_new_tokens=12, ignore_eos=True)

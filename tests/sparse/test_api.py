@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from vortex_rl.registry import RegistryError
 from vortex_rl.sparse import (
-    BATCHED, PAGED, RAGGED, FlowContext, FlowRunner, GeMV, Max, Mean, Softmax, SparseConfig, Sum, get_flow,
+    BATCHED, FLOWS, PAGED, RAGGED, FlowContext, FlowRunner, GeMV, Max, Mean, Softmax, SparseConfig, Sum, get_flow,
     list_flows, register, run_flow, topK, vFlow, vTensor,
 )
 
@@ -35,7 +36,7 @@ def test_sparse_config_schedule_lookup_and_max():
 
 
 def test_unknown_flow_lists_registered():
-    with pytest.raises(KeyError, match="block_sparse_attention") as err:
+    with pytest.raises(RegistryError, match="block_sparse_attention") as err:
         get_flow("no_such_flow")
     assert "no_such_flow" in str(err.value)
 
@@ -54,7 +55,7 @@ def test_register_requires_vflow_and_unique_names():
         register("not_a_flow")(int)
     assert "not_a_flow" not in list_flows()
 
-    with pytest.raises(ValueError, match="already registered"):
+    with pytest.raises(RegistryError, match="already registered"):
 
         @register("block_sparse_attention")
         class Impostor(vFlow):
@@ -62,6 +63,7 @@ def test_register_requires_vflow_and_unique_names():
 
     original = get_flow("block_sparse_attention")
     assert type(original).__name__ != "Impostor" and original.name == "block_sparse_attention"
+    assert FLOWS.get("block_sparse_attention") is type(original) and FLOWS.names() == list_flows()
 
 
 def test_user_flow_with_max_key_score(make_paged_batch):
