@@ -24,7 +24,7 @@ import time
 import torch
 
 from vortex_rl.rollout import Engine, EngineConfig, SamplingParams
-from vortex_rl.rollout.loader import ModelSource
+from vortex_rl.rollout.model_source import ModelSource
 from vortex_rl.sparse import SparseConfig
 
 QWEN3 = {  # the published Qwen3 configs (architecture fields only)

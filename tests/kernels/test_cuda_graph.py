@@ -2,7 +2,7 @@
 
 import torch
 
-from tests.kernels.paged_batch import assert_attention_close, needs_cuda
+from tests.paged_batch import assert_attention_close, needs_cuda
 from vortex_rl.kernels import (
     block_sparse_indexer_ref,
     dense_decode_attention_ref,

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tests.kernels.paged_batch import DEVICE, DTYPES, make_batch
+from tests.paged_batch import DEVICE, DTYPES
 from vortex_rl.kernels.indexer import block_sparse_indexer, block_sparse_indexer_ref
 from vortex_rl.sparse import FlowRunner, SparseConfig
 
@@ -21,8 +21,8 @@ def _page_sets(ids):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("group,head_dim", [(1, 64), (2, 128), (4, 64)])
-def test_matches_reference(dtype, group, head_dim):
-    b = make_batch(SEQ_LENS, q_heads=2 * group, kv_heads=2, head_dim=head_dim, dtype=dtype)
+def test_matches_reference(make_paged_batch, dtype, group, head_dim):
+    b = make_paged_batch(SEQ_LENS, q_heads=2 * group, kv_heads=2, head_dim=head_dim, dtype=dtype, device=DEVICE)
     cent = _centroids(b.k_cache.shape[0], 2, head_dim, dtype)
     budgets = torch.tensor([8, 8, 8, 8, 12, 10], dtype=torch.int32, device=DEVICE)
     kw = dict(sink_pages=1, local_pages=2, max_budget=12)
@@ -41,11 +41,11 @@ def test_matches_reference(dtype, group, head_dim):
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
-def test_page_sets_match_flow_runner_select(backend):
+def test_page_sets_match_flow_runner_select(make_paged_batch, backend):
     """``FlowRunner(...).select`` of the reference flow picks the same page sets as the kernel."""
     config = SparseConfig(page_size=16, budget_pages=10, sink_pages=2, local_pages=1,
                           budget_schedule=((200, 6), (400, 8)))
-    b = make_batch(SEQ_LENS, q_heads=8, kv_heads=2, head_dim=64, seed=4)
+    b = make_paged_batch(SEQ_LENS, q_heads=8, kv_heads=2, head_dim=64, seed=4, device=DEVICE)
     make = lambda kernels: FlowRunner("block_sparse_attention", config, num_q_heads=8, num_kv_heads=2,
                                       head_dim=64, kernel_backend=kernels)
     runner = make(backend)
@@ -60,9 +60,9 @@ def test_page_sets_match_flow_runner_select(backend):
     assert _page_sets(runner.select(b.q, cache, ctx)) == _page_sets(want)
 
 
-def test_32k_token_context_and_page_size_argument():
+def test_32k_token_context_and_page_size_argument(make_paged_batch):
     """2048 pages in one request: the whole row is ranked in one program."""
-    b = make_batch([32768 - 5, 40], q_heads=2, kv_heads=1, head_dim=16, spare_pages=0, seed=6)
+    b = make_paged_batch([32768 - 5, 40], q_heads=2, kv_heads=1, head_dim=16, spare_pages=0, seed=6, device=DEVICE)
     cent = _centroids(b.k_cache.shape[0], 1, 16, torch.float32, seed=7)
     budgets = torch.tensor([32, 32], dtype=torch.int32, device=DEVICE)
     kw = dict(sink_pages=1, local_pages=2, max_budget=32)
@@ -75,8 +75,8 @@ def test_32k_token_context_and_page_size_argument():
     assert set(got[0, 0].tolist()) == {0, 2046, 2047} | top
 
 
-def test_bad_inputs_raise_clear_errors():
-    b = make_batch([40], q_heads=4, kv_heads=2, head_dim=64)
+def test_bad_inputs_raise_clear_errors(make_paged_batch):
+    b = make_paged_batch([40], q_heads=4, kv_heads=2, head_dim=64, device=DEVICE)
     cent = _centroids(b.k_cache.shape[0], 2, 64, torch.float32)
     budgets = torch.tensor([8], dtype=torch.int32, device=DEVICE)
     kw = dict(sink_pages=1, local_pages=2, max_budget=8)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tests.kernels.paged_batch import DEVICE, DTYPES
+from tests.paged_batch import DEVICE, DTYPES
 from vortex_rl.kernels import pool_pages_ref, write_kv_ref
 from vortex_rl.kernels.append_kv import append_kv_and_centroids, append_kv_and_centroids_ref
 from vortex_rl.kernels.kv_cache import POOLS, pool_pages, write_kv

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tests.kernels.paged_batch import DTYPES, assert_attention_close, make_batch, random_page_ids
+from tests.paged_batch import DEVICE, DTYPES, assert_attention_close, random_page_ids
 from vortex_rl.kernels import all_page_ids, dense_decode_attention_ref, sparse_decode_attention_ref
 from vortex_rl.kernels.paged_decode import dense_decode_attention, sparse_decode_attention
 
@@ -14,8 +14,8 @@ def _args(b):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("group,head_dim", [(1, 64), (2, 128), (4, 64)])
-def test_sparse_matches_reference(dtype, group, head_dim):
-    b = make_batch([1, 15, 17, 33], q_heads=2 * group, kv_heads=2, head_dim=head_dim, dtype=dtype)
+def test_sparse_matches_reference(make_paged_batch, dtype, group, head_dim):
+    b = make_paged_batch([1, 15, 17, 33], q_heads=2 * group, kv_heads=2, head_dim=head_dim, dtype=dtype, device=DEVICE)
     ids = random_page_ids(b, budget=4, seed=group)
     got = sparse_decode_attention(*_args(b), ids)
     assert_attention_close(got, sparse_decode_attention_ref(*_args(b), ids), dtype)
@@ -23,14 +23,14 @@ def test_sparse_matches_reference(dtype, group, head_dim):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("seq_lens", [[1], [15], [17, 40, 64], [33, 1, 70]])
-def test_dense_matches_reference(dtype, seq_lens):
-    b = make_batch(seq_lens, q_heads=4, kv_heads=2, head_dim=64, dtype=dtype, seed=len(seq_lens))
+def test_dense_matches_reference(make_paged_batch, dtype, seq_lens):
+    b = make_paged_batch(seq_lens, q_heads=4, kv_heads=2, head_dim=64, dtype=dtype, seed=len(seq_lens), device=DEVICE)
     assert_attention_close(dense_decode_attention(*_args(b)), dense_decode_attention_ref(*_args(b)), dtype)
 
 
-def test_sparse_every_page_equals_dense():
+def test_sparse_every_page_equals_dense(make_paged_batch):
     """A shuffled list of all pages with -1 between them attends to exactly the dense token set."""
-    b = make_batch([17, 50, 5], q_heads=4, kv_heads=2, head_dim=64)
+    b = make_paged_batch([17, 50, 5], q_heads=4, kv_heads=2, head_dim=64, device=DEVICE)
     ids = all_page_ids(b.page_table, b.seq_lens, 2, 16)
     ids = torch.cat([ids, torch.full_like(ids, -1)], dim=-1)
     gen = torch.Generator().manual_seed(0)
@@ -40,8 +40,8 @@ def test_sparse_every_page_equals_dense():
 
 
 @pytest.mark.parametrize("num_splits", [2, 3, 64])
-def test_split_equals_no_split(num_splits):
-    b = make_batch([70, 3, 129], q_heads=4, kv_heads=2, head_dim=64, seed=3)
+def test_split_equals_no_split(make_paged_batch, num_splits):
+    b = make_paged_batch([70, 3, 129], q_heads=4, kv_heads=2, head_dim=64, seed=3, device=DEVICE)
     ids = random_page_ids(b, budget=9, seed=1)
     one = sparse_decode_attention(*_args(b), ids, num_splits=1)
     assert_attention_close(sparse_decode_attention(*_args(b), ids, num_splits=num_splits), one, torch.float32)
@@ -49,8 +49,8 @@ def test_split_equals_no_split(num_splits):
     assert_attention_close(dense_decode_attention(*_args(b), num_splits=num_splits), one, torch.float32)
 
 
-def test_empty_page_list_gives_zero_and_minus_inf():
-    b = make_batch([20, 9], q_heads=2, kv_heads=1, head_dim=64)
+def test_empty_page_list_gives_zero_and_minus_inf(make_paged_batch):
+    b = make_paged_batch([20, 9], q_heads=2, kv_heads=1, head_dim=64, device=DEVICE)
     ids = torch.full((2, 1, 3), -1, dtype=torch.int32, device=b.q.device)
     ids[1, 0, 1] = 0
     o, lse = sparse_decode_attention(*_args(b), ids, num_splits=2)
@@ -58,23 +58,23 @@ def test_empty_page_list_gives_zero_and_minus_inf():
     assert_attention_close((o, lse), sparse_decode_attention_ref(*_args(b), ids), torch.float32)
 
 
-def test_out_buffers_and_scale_are_used():
-    b = make_batch([18, 40], q_heads=4, kv_heads=2, head_dim=64, seed=5)
+def test_out_buffers_and_scale_are_used(make_paged_batch):
+    b = make_paged_batch([18, 40], q_heads=4, kv_heads=2, head_dim=64, seed=5, device=DEVICE)
     out, lse = torch.empty_like(b.q), torch.empty(2, 4, device=b.q.device)
     got = dense_decode_attention(*_args(b), sm_scale=0.3, out=out, lse=lse, num_splits=2)
     assert got[0] is out and got[1] is lse
     assert_attention_close(got, dense_decode_attention_ref(*_args(b), sm_scale=0.3), torch.float32)
 
 
-def test_int64_strided_metadata_and_page_size_8():
-    b = make_batch([9, 30], q_heads=2, kv_heads=1, head_dim=64, page_size=8, seed=2)
+def test_int64_strided_metadata_and_page_size_8(make_paged_batch):
+    b = make_paged_batch([9, 30], q_heads=2, kv_heads=1, head_dim=64, page_size=8, seed=2, device=DEVICE)
     strided_table = b.page_table.long().t().contiguous().t()  # column-major: stride(1) != 1
     args = (b.q, b.k_cache, b.v_cache, strided_table, b.seq_lens.long())
     assert_attention_close(dense_decode_attention(*args), dense_decode_attention_ref(*_args(b)), torch.float32)
 
 
-def test_bad_inputs_raise_clear_errors():
-    b = make_batch([5], q_heads=4, kv_heads=2, head_dim=64)
+def test_bad_inputs_raise_clear_errors(make_paged_batch):
+    b = make_paged_batch([5], q_heads=4, kv_heads=2, head_dim=64, device=DEVICE)
     ids = random_page_ids(b, budget=2)
     with pytest.raises(ValueError, match="q_heads"):
         sparse_decode_attention(b.q[:, :3], b.k_cache, b.v_cache, b.page_table, b.seq_lens, ids)

@@ -6,13 +6,12 @@ import json
 
 import pytest
 
-from tests.rollout.conftest import tiny_hf_model
 from vortex_rl import generate
 from vortex_rl.rollout import Engine, EngineConfig, SamplingParams
 
 
-def test_cli_generates_what_the_engine_generates(tmp_path, capsys):
-    model = tiny_hf_model("qwen3")
+def test_cli_generates_what_the_engine_generates(make_tiny_hf_model, tmp_path, capsys):
+    model = make_tiny_hf_model("qwen3")
     model.save_pretrained(tmp_path / "model")
     prompts = [list(range(1, 30)), [5, 6, 7]]
     (tmp_path / "prompts.jsonl").write_text("\n".join(json.dumps({"prompt_token_ids": p}) for p in prompts) + "\n")

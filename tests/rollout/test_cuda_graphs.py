@@ -1,6 +1,7 @@
 """Decode batches as the CUDA graphs run them: padded to a captured size, full page-table width.
 
-The padding test runs everywhere (eagerly); the graph tests need CUDA and are skipped without it.
+The padding and static-buffer tests run everywhere (eagerly); the graph tests need CUDA and are skipped
+without it.
 """
 
 from __future__ import annotations
@@ -8,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.rollout.conftest import tiny_hf_model
 from vortex_rl.rollout import Engine, EngineConfig, SamplingParams
+from vortex_rl.rollout.cuda_graphs import DecodeGraphs
 from vortex_rl.sparse import SparseConfig
 
 PROMPTS = [list(range(1, 70)), [3, 4, 5], list(range(50, 90))]
@@ -17,24 +18,66 @@ GREEDY = SamplingParams(temperature=0, max_new_tokens=20, ignore_eos=True)
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-def test_padded_rows_and_full_width_leave_real_rows_unchanged():
+def test_padded_rows_and_full_width_leave_real_rows_unchanged(make_tiny_hf_model):
     """Rows padded onto the scratch page and a page table as wide as max_model_len (what a graph
-    replays) give the same hidden states as the exact eager batch."""
-    engine = Engine.from_pretrained(tiny_hf_model("qwen3"), config=EngineConfig(
-        num_pages=64, max_model_len=128, sparse=SparseConfig(budget_pages=4)))
+    replays) give the same logits as the exact eager batch."""
+    engine = Engine.from_pretrained(make_tiny_hf_model("qwen3"), config=EngineConfig(
+        num_pages=64, max_model_len=128, sparse=SparseConfig(budget_pages=4), dtype="float32", enforce_eager=True))
     for i, prompt in enumerate(PROMPTS):
-        engine._add_request(i, prompt, GREEDY, 1)
+        engine.add_request(prompt, GREEDY, prompt_index=i)
     engine.step()  # prefill all three
     batch = engine.scheduler.schedule()
     assert not batch.is_prefill and len(batch.seqs) == 3
     runner = engine.runner
+    assert runner.graphs is None  # enforce_eager: run() decodes exactly the batch's rows and width
     with torch.inference_mode():
-        exact = runner._run_decode(batch)
+        exact = runner.run(batch)
         host = runner.decode_inputs(batch, 8, runner.max_pages_per_seq)
         dtypes = {"page_table": torch.int32, "seq_lens": torch.int32}
-        padded = runner.decode_forward({k: torch.as_tensor(v, dtype=dtypes.get(k, torch.long)) for k, v in host.items()})
-    assert (host["page_table"][3:, 0] == runner.scratch_page).all()
-    torch.testing.assert_close(padded[:3], exact, atol=1e-5, rtol=1e-5)  # matmul shapes differ: fp32 rounding only
+        padded = runner.decode_forward({k: torch.as_tensor(v, dtype=dtypes.get(k, torch.long), device=runner.device)
+                                        for k, v in host.items()})
+        padded_logits = runner.model.compute_logits(padded)
+    assert padded.shape[0] == 8 and (host["page_table"][3:, 0] == runner.scratch_page).all()
+    # The matmul shapes differ: fp32 rounding only.
+    torch.testing.assert_close(padded_logits[:3], exact, atol=1e-5, rtol=1e-5)
+
+
+def test_static_buffers_take_each_batch_like_its_eager_inputs(make_tiny_hf_model):
+    """``DecodeGraphs.replay`` writes a step into its static buffers (padding rows, clearing the page-table
+    columns a wider earlier step left) so that the forward over them equals the eager forward of the
+    batch. Without CUDA nothing is captured: a stand-in graph runs the forward on the buffers."""
+    engine = Engine.from_pretrained(make_tiny_hf_model("qwen3"), config=EngineConfig(
+        num_pages=64, max_model_len=128, sparse=SparseConfig(budget_pages=4), dtype="float32", enforce_eager=True))
+    runner = engine.runner
+    graphs = DecodeGraphs(runner.decode_forward, (1, 2, 4), max_pages_per_seq=runner.max_pages_per_seq,
+                          scratch_page=runner.scratch_page, page_size=runner.page_size, device=runner.device)
+
+    class ForwardOnBuffers:  # what a captured graph does on replay
+        def __init__(self, rows):
+            self.rows = rows
+
+        def replay(self):
+            graphs.outputs[self.rows] = graphs.forward({k: b[: self.rows] for k, b in graphs.buffers.items()})
+
+    graphs.graphs = {rows: ForwardOnBuffers(rows) for rows in graphs.batch_sizes}
+    assert [graphs.rows_for(n) for n in (1, 2, 3, 4)] == [1, 2, 4, 4] and not graphs.fits(5)
+    for i, prompt in enumerate(PROMPTS):
+        engine.add_request(prompt, GREEDY, prompt_index=i)
+    engine.step()  # prefill all three
+    dtypes = {"page_table": torch.int32, "seq_lens": torch.int32}
+    with torch.inference_mode():
+        for batch in (engine.scheduler.schedule(), None):
+            if batch is None:  # then only the shortest prompt: 1 page where the first step had 5
+                batch = engine.scheduler.schedule()
+                batch.seqs, batch.chunk_lens = batch.seqs[1:2], [1]
+            n, width = len(batch.seqs), max(len(seq.page_table) for seq in batch.seqs)
+            got = graphs.replay(runner.decode_inputs(batch, graphs.rows_for(n), width), n)
+            host = runner.decode_inputs(batch, n, width)
+            exact = runner.decode_forward({k: torch.as_tensor(v, dtype=dtypes.get(k, torch.long), device=runner.device)
+                                           for k, v in host.items()})
+            assert got.shape == exact.shape == (n, runner.arch.hidden_size)
+            torch.testing.assert_close(got, exact, atol=1e-5, rtol=1e-5)
+    assert (graphs.buffers["page_table"][:1, 1:] == -1).all()
 
 
 def generate(model, **kw):
@@ -44,8 +87,8 @@ def generate(model, **kw):
 
 
 @needs_cuda
-def test_graph_replay_equals_eager_decode():
-    model = tiny_hf_model("qwen3").cuda()
+def test_graph_replay_equals_eager_decode(make_tiny_hf_model):
+    model = make_tiny_hf_model("qwen3").cuda()
     _, eager = generate(model, enforce_eager=True)
     engine, graphed = generate(model, cuda_graph_batch_sizes=(1, 2, 4))
     assert engine.runner.graphs is not None and sorted(engine.runner.graphs.graphs) == [1, 2, 4]
@@ -55,8 +98,8 @@ def test_graph_replay_equals_eager_decode():
 
 
 @needs_cuda
-def test_batches_larger_than_every_graph_run_eagerly_and_wake_recaptures():
-    model = tiny_hf_model("qwen3").cuda()
+def test_batches_larger_than_every_graph_run_eagerly_and_wake_recaptures(make_tiny_hf_model):
+    model = make_tiny_hf_model("qwen3").cuda()
     _, eager = generate(model, enforce_eager=True)
     engine, small_graphs = generate(model, cuda_graph_batch_sizes=(1, 2))
     engine.sleep()

@@ -8,15 +8,23 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.rollout.conftest import hf_greedy, tiny_hf_model
 from vortex_rl.rollout import Engine, EngineConfig, SamplingParams, weight_checksum
 
 PROMPTS = [[7], list(range(3, 18)), list(range(40, 57)), [(i * 37) % 300 + 1 for i in range(70)]]
 
 
+def hf_greedy(model, prompt: list[int], max_new_tokens: int) -> tuple[list[int], list[float]]:
+    """Greedy tokens of ``transformers`` generate and their log-probs (log_softmax of its logits)."""
+    out = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=max_new_tokens,
+                         output_logits=True, return_dict_in_generate=True, pad_token_id=0)
+    tokens = out.sequences[0, len(prompt):].tolist()
+    logprobs = [torch.log_softmax(step[0].float(), -1)[t].item() for step, t in zip(out.logits, tokens)]
+    return tokens, logprobs
+
+
 @pytest.mark.parametrize("kind", ["qwen3", "qwen2", "llama"])
-def test_tiny_models_match_transformers_greedy(kind):
-    model = tiny_hf_model(kind)
+def test_tiny_models_match_transformers_greedy(make_tiny_hf_model, kind):
+    model = make_tiny_hf_model(kind)
     engine = Engine.from_pretrained(model, config=EngineConfig(flow="dense", num_pages=64, max_model_len=256))
     params = SamplingParams(temperature=0, max_new_tokens=24, ignore_eos=True)
     completions = engine.generate(PROMPTS, params, use_tqdm=False)
@@ -27,8 +35,8 @@ def test_tiny_models_match_transformers_greedy(kind):
         torch.testing.assert_close(torch.tensor(completion.logprobs), torch.tensor(logprobs), atol=1e-4, rtol=0)
 
 
-def test_tied_embeddings_share_one_parameter():
-    engine = Engine.from_pretrained(tiny_hf_model("qwen2"), config=EngineConfig(flow="dense", num_pages=8,
+def test_tied_embeddings_share_one_parameter(make_tiny_hf_model):
+    engine = Engine.from_pretrained(make_tiny_hf_model("qwen2"), config=EngineConfig(flow="dense", num_pages=8,
                                                                                 max_model_len=64))
     model = engine.runner.model
     assert model.lm_head.weight is model.model.embed_tokens.weight
@@ -52,10 +60,10 @@ def test_smollm2_gguf_matches_transformers_greedy(smollm_engine, smollm_hf):
         assert completion.finish_reason == ("stop" if stopped else "length")
 
 
-def test_sampled_logprobs_are_those_of_the_sampling_distribution():
+def test_sampled_logprobs_are_those_of_the_sampling_distribution(make_tiny_hf_model):
     """Temperature 0.7, top-k 12, top-p 0.9: each sampled token's log-prob and the top-3 list equal
     log_softmax of the filtered, scaled logits of a teacher-forced transformers forward (1e-4)."""
-    model = tiny_hf_model("llama")
+    model = make_tiny_hf_model("llama")
     engine = Engine.from_pretrained(model, config=EngineConfig(flow="dense", num_pages=64, max_model_len=256))
     params = SamplingParams(temperature=0.7, top_k=12, top_p=0.9, max_new_tokens=16, ignore_eos=True, seed=4, logprobs=3)
     prompt = PROMPTS[1]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from vortex_rl.rollout import SamplingParams
-from vortex_rl.rollout.page_manager import PageManager, PageTable, pages_for
-from vortex_rl.rollout.sequence import Sequence
+from vortex_rl.rollout.page_manager import PageManager, pages_for
+from vortex_rl.rollout.sequence import PageTable, Sequence
 
 
 def seq(num_tokens: int) -> Sequence:

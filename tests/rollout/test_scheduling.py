@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.rollout.conftest import tiny_hf_model
 from vortex_rl.rollout import Engine, EngineConfig, SamplingParams
 from vortex_rl.rollout.page_manager import pages_for
 
@@ -14,8 +13,8 @@ GREEDY = SamplingParams(temperature=0, max_new_tokens=30, ignore_eos=True)
 
 
 @pytest.fixture(scope="module")
-def model():
-    return tiny_hf_model("qwen3")
+def model(make_tiny_hf_model):
+    return make_tiny_hf_model("qwen3")
 
 
 def engine(model, **kw) -> Engine:

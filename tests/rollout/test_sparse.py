@@ -3,7 +3,7 @@
 - With a budget covering every page, block-sparse decode attends to exactly the dense set: same tokens,
   log-probs within 1e-5 of the dense engine.
 - At budget 32 on SmolLM2 with a prompt of 1,500+ tokens, sparse decode only approximates dense: the
-  test prints token agreement and the mean log-prob gap, and checks only sane bounds.
+  test prints token agreement and the log-prob gaps, and bounds them by what was measured (see there).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import textwrap
 import pytest
 import torch
 
-from tests.rollout.conftest import tiny_hf_model
 from vortex_rl.rollout import Engine, EngineConfig, SamplingParams
 from vortex_rl.sparse import SparseConfig
 
@@ -23,8 +22,8 @@ PROMPTS = [list(range(1, 6)), list(range(2, 19)), [(i * 13) % 300 + 1 for i in r
 
 
 @pytest.mark.parametrize("flow", ["block_sparse_attention", "quest"])
-def test_sparse_with_full_budget_equals_dense(flow):
-    model = tiny_hf_model("qwen3")
+def test_sparse_with_full_budget_equals_dense(make_tiny_hf_model, flow):
+    model = make_tiny_hf_model("qwen3")
     params = SamplingParams(temperature=0, max_new_tokens=40, ignore_eos=True)
     runs = {}
     for name, config in {
@@ -37,10 +36,10 @@ def test_sparse_with_full_budget_equals_dense(flow):
         torch.testing.assert_close(torch.tensor(sparse.logprobs), torch.tensor(dense.logprobs), atol=1e-5, rtol=0)
 
 
-def test_small_budget_changes_attention_but_dense_layers_restore_it():
+def test_small_budget_changes_attention_but_dense_layers_restore_it(make_tiny_hf_model):
     """Budget 4 pages on a 150-token prompt (10 pages) drops pages; dense_layers covering every layer
     brings back the dense result exactly."""
-    model = tiny_hf_model("qwen3")
+    model = make_tiny_hf_model("qwen3")
     params = SamplingParams(temperature=0, max_new_tokens=8, ignore_eos=True)
     prompt = [PROMPTS[2]]
 
@@ -76,6 +75,16 @@ def test_smollm2_sparse_budget_32_long_prompt(smollm_engine, smollm_hf):
     gaps = [abs(a - b) for a, b in zip(dense.logprobs[: prefix + 1], sparse.logprobs[: prefix + 1])]
     mean_gap = sum(gaps) / len(gaps)
     print(f"\nSmolLM2 prompt {len(prompt)} tokens ({math.ceil(len(prompt) / 16)} pages), budget 32 pages: "
-          f"token agreement {agree:.2f}, common prefix {prefix} tokens, mean |logprob gap| {mean_gap:.4f}")
-    assert agree > 0 and math.isfinite(mean_gap)
+          f"token agreement {agree:.2f}, common prefix {prefix} tokens, mean |logprob gap| {mean_gap:.4f}, "
+          f"max {max(gaps):.4f}")
     assert all(math.isfinite(x) and x <= 0 for x in sparse.logprobs)
+    # The first token is sampled from the prefill, which is dense in both engines.
+    assert sparse.token_ids[0] == dense.token_ids[0] and gaps[0] < 1e-4
+    # Measured (CPU, float32; the same to 5 decimals at 1 and 2 threads, greedy decoding has no run-to-run
+    # noise): this prompt agrees on 6/6 tokens, gaps 0, .197, .263, .002, .005, .292 (mean .126), and
+    # 12/12 tokens with every gap <= .37 on the same module cut at 5,400 and 5,800 characters. Other
+    # 1,500-1,730-token prompts (json.decoder, shlex, heapq sources) agree on 1/6 to 6/6 tokens with mean
+    # gaps .02-.07 and every gap <= .26. Bounds: one token of slack, gaps under 2x the largest measured.
+    assert agree >= 5 / 6, f"sparse decode left the dense greedy path: {dense.token_ids} vs {sparse.token_ids}"
+    assert max(gaps) <= 0.6 and mean_gap <= 0.25, gaps
+    assert mean_gap > 1e-3, "budget 32 of 96 pages should change the log-probs: is decode still sparse?"

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.rollout.conftest import tiny_hf_model
 from vortex_rl.rollout import Engine, EngineConfig, SamplingParams, weight_checksum
-from vortex_rl.rollout.loader import ModelSource
+from vortex_rl.rollout.model_source import ModelSource
 
 PROMPTS = [list(range(1, 20)), list(range(100, 140))]
 GREEDY = SamplingParams(temperature=0, max_new_tokens=12, ignore_eos=True)
@@ -23,8 +22,8 @@ def perturbed(model, scale=0.05, seed=1):
     return [(name, p.detach() + scale * torch.randn(p.shape, generator=gen)) for name, p in model.named_parameters()]
 
 
-def test_update_weights_equals_loading_the_new_weights():
-    model = tiny_hf_model("qwen3")
+def test_update_weights_equals_loading_the_new_weights(make_tiny_hf_model):
+    model = make_tiny_hf_model("qwen3")
     engine = Engine.from_pretrained(model, config=CONFIG)
     before = run(engine)
     new = perturbed(model)
@@ -40,8 +39,8 @@ def test_update_weights_equals_loading_the_new_weights():
         torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-6, rtol=0)
 
 
-def test_bad_update_raises_and_keeps_the_old_weights():
-    model = tiny_hf_model("qwen2")
+def test_bad_update_raises_and_keeps_the_old_weights(make_tiny_hf_model):
+    model = make_tiny_hf_model("qwen2")
     engine = Engine.from_pretrained(model, config=CONFIG)
     before, checksum = run(engine), engine.state_checksum()
     new = perturbed(model)
@@ -55,8 +54,8 @@ def test_bad_update_raises_and_keeps_the_old_weights():
         assert a.token_ids == b.token_ids and a.logprobs == b.logprobs
 
 
-def test_checksum_matches_the_source_weights():
-    model = tiny_hf_model("qwen2")  # tied embeddings: counted once
+def test_checksum_matches_the_source_weights(make_tiny_hf_model):
+    model = make_tiny_hf_model("qwen2")  # tied embeddings: counted once
     engine = Engine.from_pretrained(model, config=CONFIG)
     by_hand = sum(p.detach().double().sum().item() for p in model.parameters())
     assert engine.state_checksum() == pytest.approx(by_hand, rel=1e-12, abs=1e-9)
@@ -65,8 +64,8 @@ def test_checksum_matches_the_source_weights():
     assert weight_checksum(state.items(), tied_names=["lm_head.weight"]) == pytest.approx(by_hand, rel=1e-12, abs=1e-9)
 
 
-def test_safetensors_directory_loads_the_same_model(tmp_path):
-    model = tiny_hf_model("llama")
+def test_safetensors_directory_loads_the_same_model(make_tiny_hf_model, tmp_path):
+    model = make_tiny_hf_model("llama")
     model.save_pretrained(tmp_path)
     from_dir = Engine.from_pretrained(str(tmp_path), config=CONFIG)
     from_object = Engine.from_pretrained(model, config=CONFIG)
@@ -74,15 +73,15 @@ def test_safetensors_directory_loads_the_same_model(tmp_path):
     assert [c.token_ids for c in run(from_dir)] == [c.token_ids for c in run(from_object)]
 
 
-def test_missing_weights_are_reported():
-    model = tiny_hf_model("qwen3")
+def test_missing_weights_are_reported(make_tiny_hf_model):
+    model = make_tiny_hf_model("qwen3")
     weights = [(n, p.detach()) for n, p in model.named_parameters() if "layers.1.mlp.up_proj" not in n]
     with pytest.raises(ValueError, match=r"missing 1 weights: \['model\.layers\.1\.mlp\.gate_up_proj\.weight\[1\]'\]"):
         Engine(ModelSource(model.config, weights, None, set()), CONFIG)
 
 
-def test_sleep_frees_the_cache_and_wake_restores_it():
-    engine = Engine.from_pretrained(tiny_hf_model("qwen3"), config=CONFIG)
+def test_sleep_frees_the_cache_and_wake_restores_it(make_tiny_hf_model):
+    engine = Engine.from_pretrained(make_tiny_hf_model("qwen3"), config=CONFIG)
     before = run(engine)
     engine.sleep()
     assert engine.runner.kv is None

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.sparse.paged_cache import make_paged_batch
+from vortex_rl.registry import RegistryError
 from vortex_rl.sparse import (
-    BATCHED, PAGED, RAGGED, FlowContext, FlowRunner, GeMV, Max, Mean, Softmax, SparseConfig, Sum, get_flow,
+    BATCHED, FLOWS, PAGED, RAGGED, FlowContext, FlowRunner, GeMV, Max, Mean, Softmax, SparseConfig, Sum, get_flow,
     list_flows, register, run_flow, topK, vFlow, vTensor,
 )
 
@@ -36,7 +36,7 @@ def test_sparse_config_schedule_lookup_and_max():
 
 
 def test_unknown_flow_lists_registered():
-    with pytest.raises(KeyError, match="block_sparse_attention") as err:
+    with pytest.raises(RegistryError, match="block_sparse_attention") as err:
         get_flow("no_such_flow")
     assert "no_such_flow" in str(err.value)
 
@@ -53,15 +53,20 @@ def test_reserved_cache_names_rejected():
 def test_register_requires_vflow_and_unique_names():
     with pytest.raises(TypeError, match="vFlow subclasses"):
         register("not_a_flow")(int)
+    assert "not_a_flow" not in list_flows()
 
-    with pytest.raises(ValueError, match="already registered"):
+    with pytest.raises(RegistryError, match="already registered"):
 
         @register("block_sparse_attention")
         class Impostor(vFlow):
             pass
 
+    original = get_flow("block_sparse_attention")
+    assert type(original).__name__ != "Impostor" and original.name == "block_sparse_attention"
+    assert FLOWS.get("block_sparse_attention") is type(original) and FLOWS.names() == list_flows()
 
-def test_user_flow_with_max_key_score():
+
+def test_user_flow_with_max_key_score(make_paged_batch):
     """A user flow (per-page max key, as the README shows) selects the pages a direct loop picks."""
 
     @register("test_max_key")
@@ -136,7 +141,7 @@ def test_ops_reject_formats_without_implementation():
         vTensor(torch.zeros(1), "flat")
 
 
-def test_run_flow_rejects_mismatched_inputs():
+def test_run_flow_rejects_mismatched_inputs(make_paged_batch):
     batch = make_paged_batch([40], q_heads=4, kv_heads=2)
     args = [batch.q, batch.k_cache, batch.v_cache, batch.page_table, batch.seq_lens, SparseConfig()]
     bad_dtype = list(args)

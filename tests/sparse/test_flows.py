@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.sparse.paged_cache import make_paged_batch, naive_attention
+from tests.paged_batch import naive_attention
 from vortex_rl.sparse import SparseConfig, list_flows, run_flow
 
 FLOWS = ["block_sparse_attention", "quest", "streaming", "dense"]
@@ -19,7 +19,7 @@ def test_builtin_flows_registered():
 @pytest.mark.parametrize("flow", FLOWS)
 @pytest.mark.parametrize("group", [1, 2, 4])
 @pytest.mark.parametrize("lengths", LENGTHS)
-def test_full_budget_equals_dense(flow, group, lengths):
+def test_full_budget_equals_dense(make_paged_batch, flow, group, lengths):
     """With a budget covering every page, each flow is dense attention (fp32, 1e-5)."""
     batch = make_paged_batch(lengths, q_heads=2 * group, kv_heads=2)
     max_pages = max((n + 15) // 16 for n in lengths)
@@ -49,7 +49,7 @@ def _check_pages(pages_phys, batch, config, b, h):
 
 @pytest.mark.parametrize("flow", ["block_sparse_attention", "quest", "streaming"])
 @pytest.mark.parametrize("group", [1, 2, 4])
-def test_selection_invariants(flow, group):
+def test_selection_invariants(make_paged_batch, flow, group):
     lengths = [1, 15, 17, 64, 250, 513, 1000]
     batch = make_paged_batch(lengths, q_heads=2 * group, kv_heads=2, seed=group)
     config = SparseConfig(budget_pages=8, sink_pages=1, local_pages=2)
@@ -63,7 +63,7 @@ def test_selection_invariants(flow, group):
                 assert set(logical) == {0} | set(range(max(0, n - 7), n))
 
 
-def test_budget_schedule_gives_per_request_budgets():
+def test_budget_schedule_gives_per_request_budgets(make_paged_batch):
     lengths = [100, 600, 2000]
     batch = make_paged_batch(lengths, seed=3)
     config = SparseConfig(budget_pages=20, budget_schedule=((256, 4), (1024, 12)))
@@ -92,7 +92,7 @@ def _direct_block_sparse(batch, config, b, h):
 
 
 @pytest.mark.parametrize("group", [1, 4])
-def test_block_sparse_matches_direct_topk(group):
+def test_block_sparse_matches_direct_topk(make_paged_batch, group):
     lengths = [17, 160, 400, 777]
     batch = make_paged_batch(lengths, q_heads=2 * group, kv_heads=2, seed=11)
     config = SparseConfig(budget_pages=6)
@@ -104,7 +104,7 @@ def test_block_sparse_matches_direct_topk(group):
             assert set(logical) == _direct_block_sparse(batch, config, b, h)
 
 
-def test_quest_matches_direct_upper_bound():
+def test_quest_matches_direct_upper_bound(make_paged_batch):
     lengths = [300, 500]
     batch = make_paged_batch(lengths, q_heads=4, kv_heads=2, seed=5)
     config = SparseConfig(budget_pages=7)
@@ -124,7 +124,7 @@ def test_quest_matches_direct_upper_bound():
             assert set(logical) == {0, n - 2, n - 1} | set(cands)
 
 
-def test_sparse_attention_equals_attention_over_selected_tokens():
+def test_sparse_attention_equals_attention_over_selected_tokens(make_paged_batch):
     lengths = [350, 90]
     batch = make_paged_batch(lengths, q_heads=4, kv_heads=2, seed=2)
     config = SparseConfig(budget_pages=5)

@@ -39,11 +39,7 @@ def merge_states_ref(
     -------
     (o, lse): ``o`` ``[..., head_dim]`` in ``o_a.dtype``, ``lse`` ``[...]`` float32 (float64 for fp64 input).
     """
-    if o_a.shape != o_b.shape or lse_a.shape != lse_b.shape or o_a.shape[:-1] != lse_a.shape:
-        raise ValueError(
-            f"merge_states: shapes do not match: o_a {tuple(o_a.shape)}, lse_a {tuple(lse_a.shape)}, "
-            f"o_b {tuple(o_b.shape)}, lse_b {tuple(lse_b.shape)}; expected o [..., head_dim] and lse [...]"
-        )
+    _check_states(o_a, lse_a, o_b, lse_b)
     acc = torch.float64 if torch.float64 in (o_a.dtype, lse_a.dtype) else torch.float32
     lse_a = lse_a.to(acc)
     lse_b = lse_b.to(acc)

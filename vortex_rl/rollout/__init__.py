@@ -7,9 +7,9 @@
 
 from vortex_rl.rollout.config import EngineConfig
 from vortex_rl.rollout.engine import Engine
-from vortex_rl.rollout.loader import weight_buckets, weight_checksum
 from vortex_rl.rollout.sampling_params import SamplingParams
 from vortex_rl.rollout.sequence import Completion
 from vortex_rl.rollout.stats import EngineStats
+from vortex_rl.rollout.weights import weight_buckets, weight_checksum
 
 __all__ = ["Completion", "Engine", "EngineConfig", "EngineStats", "SamplingParams", "weight_buckets", "weight_checksum"]

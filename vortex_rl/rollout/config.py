@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vortex_rl.sparse import SparseConfig, list_flows
-from vortex_rl.sparse.backend import BACKENDS
-
-DTYPES = ("auto", "float32", "float16", "bfloat16")
+from vortex_rl.devices import check_device_name, check_dtype_name
+from vortex_rl.sparse import FLOWS, SparseConfig
+from vortex_rl.sparse.backend import check_kernel_backend
 
 
 @dataclass
@@ -72,8 +71,7 @@ class EngineConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.flow not in list_flows():
-            raise ValueError(f"flow={self.flow!r} is not a registered flow; registered: {list_flows()}")
+        FLOWS.check_name(self.flow, "flow")
         if not isinstance(self.sparse, SparseConfig):
             raise TypeError(f"sparse must be a SparseConfig, got {type(self.sparse).__name__}")
         _positive_int("max_num_seqs", self.max_num_seqs)
@@ -85,12 +83,9 @@ class EngineConfig:
             raise ValueError(f"kv_cache_memory_gb={self.kv_cache_memory_gb!r} must be > 0 (GiB) or None")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(f"gpu_memory_utilization={self.gpu_memory_utilization!r} must be in (0, 1]")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype={self.dtype!r} is not one of {DTYPES}")
-        if not (self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:")):
-            raise ValueError(f"device={self.device!r} must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
-        if self.kernel_backend not in BACKENDS:
-            raise ValueError(f"kernel_backend={self.kernel_backend!r} is not one of {BACKENDS}")
+        check_dtype_name(self.dtype, "dtype")
+        check_device_name(self.device, "device")
+        check_kernel_backend(self.kernel_backend)
         if self.cuda_graph_batch_sizes is not None:
             sizes = tuple(self.cuda_graph_batch_sizes)
             if not sizes or not all(isinstance(s, int) and s >= 1 for s in sizes):

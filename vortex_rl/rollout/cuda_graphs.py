@@ -7,21 +7,33 @@ graph, so the per-step metadata every layer reads is derived on the device from 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Callable
 
 import numpy as np
 import torch
 
-if TYPE_CHECKING:
-    from vortex_rl.rollout.model_runner import ModelRunner
-    from vortex_rl.rollout.scheduler import ScheduledBatch
+DecodeForward = Callable[[dict[str, torch.Tensor]], torch.Tensor]
 
 
 class DecodeGraphs:
-    def __init__(self, runner: "ModelRunner", batch_sizes: tuple[int, ...]):
-        self.runner = runner
+    """CUDA graphs of one decode forward per batch size.
+
+    Parameters
+    ----------
+    forward: the decode step, ``forward(inputs) -> hidden [rows, hidden]`` from device tensors
+        ``input_ids``, ``positions``, ``slots`` ``[rows]`` int64, ``page_table`` ``[rows, width]`` and
+        ``seq_lens`` ``[rows]`` int32; device ops only (``ModelRunner.decode_forward``).
+    batch_sizes: the batch sizes to capture.
+    max_pages_per_seq: page-table width of the buffers (the longest sequence's pages).
+    scratch_page: the page padded rows attend to and write; ``page_size`` tokens per page.
+    """
+
+    def __init__(self, forward: DecodeForward, batch_sizes: tuple[int, ...], *, max_pages_per_seq: int,
+                 scratch_page: int, page_size: int, device: torch.device):
+        self.forward = forward
         self.batch_sizes = tuple(sorted(batch_sizes))
-        rows, width, device = self.batch_sizes[-1], runner.max_pages_per_seq, runner.device
+        self.scratch_page, self.page_size, self.device = scratch_page, page_size, device
+        rows, width = self.batch_sizes[-1], max_pages_per_seq
         self.buffers = {
             "input_ids": torch.zeros(rows, dtype=torch.long, device=device),
             "positions": torch.zeros(rows, dtype=torch.long, device=device),
@@ -36,32 +48,34 @@ class DecodeGraphs:
     def fits(self, batch: int) -> bool:
         return batch <= self.batch_sizes[-1]
 
+    def rows_for(self, batch: int) -> int:
+        """The smallest captured batch size that holds ``batch`` rows."""
+        return self.batch_sizes[int(np.searchsorted(self.batch_sizes, batch))]
+
     def _forward(self, rows: int) -> torch.Tensor:
-        return self.runner.decode_forward({name: buffer[:rows] for name, buffer in self.buffers.items()})
+        return self.forward({name: buffer[:rows] for name, buffer in self.buffers.items()})
 
     @torch.inference_mode()
     def capture(self) -> None:
         """Capture every batch size, largest first so smaller graphs reuse the pool's memory."""
         # Every row starts as padding: it attends to and writes only the scratch page.
-        self.buffers["page_table"][:, 0] = self.runner.scratch_page
-        self.buffers["slots"].fill_(self.runner.scratch_page * self.runner.page_size)
+        self.buffers["page_table"][:, 0] = self.scratch_page
+        self.buffers["slots"].fill_(self.scratch_page * self.page_size)
         for rows in reversed(self.batch_sizes):
             self._forward(rows)  # warm-up: compiles kernels, fills lazily built tensors
-            torch.cuda.synchronize(self.runner.device)
+            torch.cuda.synchronize(self.device)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=self.pool):
                 self.outputs[rows] = self._forward(rows)
             if self.pool is None:
                 self.pool = graph.pool()
             self.graphs[rows] = graph
-        torch.cuda.synchronize(self.runner.device)
+        torch.cuda.synchronize(self.device)
 
-    def run(self, batch: "ScheduledBatch") -> torch.Tensor:
-        """Replay the smallest graph that holds ``batch``; returns hidden states ``[batch, hidden]``."""
-        n = len(batch.seqs)
-        rows = self.batch_sizes[int(np.searchsorted(self.batch_sizes, n))]
-        width = max(len(seq.page_table) for seq in batch.seqs)
-        host = self.runner.decode_inputs(batch, rows, width)
+    def replay(self, host: dict[str, np.ndarray], batch: int) -> torch.Tensor:
+        """Copy the host arrays of a decode step (``rows_for(batch)`` rows, any page-table width up to the
+        buffers') into the static buffers and replay that graph; returns hidden states ``[batch, hidden]``."""
+        rows, width = host["page_table"].shape
         for name, buffer in self.buffers.items():
             value = torch.from_numpy(host[name])
             if name == "page_table":
@@ -70,4 +84,4 @@ class DecodeGraphs:
             else:
                 buffer[:rows].copy_(value, non_blocking=True)
         self.graphs[rows].replay()
-        return self.outputs[rows][:n]
+        return self.outputs[rows][:batch]

@@ -9,9 +9,10 @@ from typing import Iterable, Sequence as Seq
 
 import torch
 
+from vortex_rl.devices import resolve_device, torch_dtype
 from vortex_rl.rollout.config import EngineConfig
-from vortex_rl.rollout.loader import ModelSource, open_source
 from vortex_rl.rollout.model_runner import ModelRunner
+from vortex_rl.rollout.model_source import ModelSource, open_source
 from vortex_rl.rollout.models import ModelArch
 from vortex_rl.rollout.page_manager import PageManager, pages_for
 from vortex_rl.rollout.sampler import sample, sample_seed, sampling_tensors
@@ -19,18 +20,6 @@ from vortex_rl.rollout.sampling_params import SamplingParams, params_for_prompts
 from vortex_rl.rollout.scheduler import Scheduler
 from vortex_rl.rollout.sequence import Completion, Sequence
 from vortex_rl.rollout.stats import EngineStats
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def _device_and_dtype(config: EngineConfig) -> tuple[torch.device, torch.dtype]:
-    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if config.device == "auto" else config.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={config.device!r} but CUDA is not available")
-    if config.dtype == "auto":
-        return device, torch.bfloat16 if device.type == "cuda" else torch.float32
-    return device, DTYPES[config.dtype]
 
 
 class Engine:
@@ -45,7 +34,8 @@ class Engine:
         self.tokenizer = source.tokenizer
         self.hf_config = source.hf_config
         self.arch = ModelArch.from_hf_config(source.hf_config)
-        self.device, self.dtype = _device_and_dtype(config)
+        self.device = resolve_device(config.device)
+        self.dtype = torch_dtype(config.dtype, self.device, auto="bfloat16")
         self.max_model_len = config.max_model_len or self.arch.max_position_embeddings
         self.runner = ModelRunner(self.arch, config, device=self.device, dtype=self.dtype,
                                   max_model_len=self.max_model_len)
@@ -94,11 +84,10 @@ class Engine:
             raise RuntimeError("the engine is asleep: call wake() before generate()")
         prompt_ids = self._encode(prompts)
         params = params_for_prompts(sampling_params, len(prompt_ids))
-        if not isinstance(n, int) or not 1 <= n <= self.config.max_num_seqs:
-            raise ValueError(f"n={n!r} must be an int in 1..max_num_seqs={self.config.max_num_seqs}")
-        for ids, p in zip(prompt_ids, params):
+        self._check_n(n)
+        for ids, p in zip(prompt_ids, params):  # all checked before any is queued
             self._check_fits(ids, p)
-        samples = [self._add_request(i, ids, p, n) for i, (ids, p) in enumerate(zip(prompt_ids, params))]
+        samples = [self.add_request(ids, p, n, prompt_index=i) for i, (ids, p) in enumerate(zip(prompt_ids, params))]
         try:
             self._run_until_done(sum(len(s) for s in samples), use_tqdm)
         except BaseException:
@@ -119,11 +108,18 @@ class Engine:
                     raise ValueError("text prompts need a tokenizer: pass tokenizer= or token-id lists")
                 prompt = self.tokenizer.encode(prompt)
             ids = [int(t) for t in prompt]
-            if not ids or min(ids) < 0 or max(ids) >= self.arch.vocab_size:
-                raise ValueError(f"prompt {i} must hold 1+ token ids in [0, {self.arch.vocab_size}), got "
-                                 f"{len(ids)} ids" + (f" in [{min(ids)}, {max(ids)}]" if ids else ""))
+            self._check_ids(ids, i)
             out.append(ids)
         return out
+
+    def _check_ids(self, ids: list[int], index: int) -> None:
+        if not ids or min(ids) < 0 or max(ids) >= self.arch.vocab_size:
+            raise ValueError(f"prompt {index} must hold 1+ token ids in [0, {self.arch.vocab_size}), got "
+                             f"{len(ids)} ids" + (f" in [{min(ids)}, {max(ids)}]" if ids else ""))
+
+    def _check_n(self, n) -> None:
+        if not isinstance(n, int) or not 1 <= n <= self.config.max_num_seqs:
+            raise ValueError(f"n={n!r} must be an int in 1..max_num_seqs={self.config.max_num_seqs}")
 
     def _check_fits(self, ids: list[int], params: SamplingParams) -> None:
         if len(ids) >= self.max_model_len:
@@ -137,12 +133,31 @@ class Engine:
                 f"but the cache has {self.pages.num_pages}; raise num_pages / kv_cache_memory_gb or shorten it"
             )
 
-    def _add_request(self, index: int, ids: list[int], params: SamplingParams, n: int) -> list[Sequence]:
+    def add_request(self, prompt_ids: list[int], params: SamplingParams, n: int = 1, *,
+                    prompt_index: int = 0) -> list[Sequence]:
+        """Queue ``n`` samples of one tokenised prompt; ``step()`` then runs them (``generate`` does both).
+
+        Parameters
+        ----------
+        prompt_ids: the prompt's token ids, in ``[0, vocab_size)`` (``1 <= len < max_model_len``).
+        params: its ``SamplingParams``; ``seed=None`` draws one from the engine's seed stream.
+        n: samples (``1..max_num_seqs``); they share the prompt's KV pages.
+        prompt_index: recorded on the sequences (``Sequence.prompt_index``) and named in errors.
+
+        Returns
+        -------
+        The ``n`` ``Sequence`` objects, in sample order; each is finished once ``seq.is_finished``.
+        """
+        if self.sleeping:
+            raise RuntimeError("the engine is asleep: call wake() before add_request()")
+        self._check_ids(prompt_ids, prompt_index)
+        self._check_n(n)
+        self._check_fits(prompt_ids, params)
         seed = params.seed if params.seed is not None else self._seeds.getrandbits(32)
         group = []
         for j in range(n):
-            group.append(Sequence(self._next_seq_id, ids, params, seed=sample_seed(seed, j), prompt_index=index,
-                                  sample_index=j, max_pages=self.runner.max_pages_per_seq))
+            group.append(Sequence(self._next_seq_id, prompt_ids, params, seed=sample_seed(seed, j),
+                                  prompt_index=prompt_index, sample_index=j, max_pages=self.runner.max_pages_per_seq))
             self._next_seq_id += 1
         group[0].pending_samples = group[1:]
         self.scheduler.add(group[0])

@@ -18,8 +18,10 @@ from vortex_rl.rollout.forward_batch import ForwardBatch
 from vortex_rl.rollout.loader import load_weights
 from vortex_rl.rollout.memory import decide_num_pages
 from vortex_rl.rollout.models import DecoderForCausalLM, ModelArch
-from vortex_rl.rollout.page_manager import pages_for
+from vortex_rl.rollout.page_manager import PageManager, pages_for
+from vortex_rl.rollout.sampling_params import SamplingParams
 from vortex_rl.rollout.scheduler import ScheduledBatch
+from vortex_rl.rollout.sequence import Sequence
 from vortex_rl.sparse import FlowRunner
 
 
@@ -69,7 +71,9 @@ class ModelRunner:
         """Allocate the cache (``num_pages``, or as many as the memory budget allows) and, on CUDA
         unless ``enforce_eager``, capture the decode graphs. Returns the number of pages."""
         if num_pages is None:
-            num_pages = decide_num_pages(self)
+            num_pages = decide_num_pages(self.config, page_bytes=self.page_bytes(),
+                                         max_pages_per_seq=self.max_pages_per_seq, vocab_size=self.arch.vocab_size,
+                                         device=self.device, warmup_prefill=self._warmup_prefill)
         self.num_pages = num_pages
         layers = self.arch.num_layers
         shape = (layers, num_pages + 1, self.arch.num_kv_heads, self.page_size, self.arch.head_dim)
@@ -81,9 +85,25 @@ class ModelRunner:
         for i, attn in enumerate(self.model.attention_layers()):
             attn.cache = {name: t[i] for name, t in kv.items()}
         if capture_graphs and self.device.type == "cuda" and not self.config.enforce_eager:
-            self.graphs = DecodeGraphs(self, self.config.graph_batch_sizes())
+            self.graphs = DecodeGraphs(self.decode_forward, self.config.graph_batch_sizes(),
+                                       max_pages_per_seq=self.max_pages_per_seq, scratch_page=self.scratch_page,
+                                       page_size=self.page_size, device=self.device)
             self.graphs.capture()
         return num_pages
+
+    def _warmup_prefill(self) -> None:
+        """One prefill of ``max_num_batched_tokens`` tokens into a temporary cache, then free it: how
+        ``decide_num_pages`` measures the peak activation memory on CUDA."""
+        tokens = min(self.config.max_num_batched_tokens, self.max_model_len)
+        pages = PageManager(pages_for(tokens, self.page_size), self.page_size)
+        try:
+            self.allocate_kv_cache(pages.num_pages, capture_graphs=False)
+            seq = Sequence(0, [0] * tokens, SamplingParams(), seed=0, prompt_index=0, sample_index=0,
+                           max_pages=self.max_pages_per_seq)
+            pages.prepare_write(seq, tokens)
+            self.run(ScheduledBatch(True, [seq], [tokens]))
+        finally:
+            self.free_kv_cache()
 
     def free_kv_cache(self) -> None:
         for attn in self.model.attention_layers():
@@ -157,9 +177,9 @@ class ModelRunner:
 
     def _run_decode(self, batch: ScheduledBatch) -> torch.Tensor:
         n = len(batch.seqs)
-        if self.graphs is not None and self.graphs.fits(n):
-            return self.graphs.run(batch)
         width = max(len(seq.page_table) for seq in batch.seqs)
+        if self.graphs is not None and self.graphs.fits(n):
+            return self.graphs.replay(self.decode_inputs(batch, self.graphs.rows_for(n), width), n)
         host = self.decode_inputs(batch, n, width)
         dtypes = {"page_table": torch.int32, "seq_lens": torch.int32}
         return self.decode_forward({k: self._tensor(v, dtypes.get(k, torch.long)) for k, v in host.items()})

@@ -3,59 +3,12 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
 
-import numpy as np
-
-if TYPE_CHECKING:
-    from vortex_rl.rollout.sequence import Sequence
+from vortex_rl.rollout.sequence import Sequence
 
 
 def pages_for(num_tokens: int, page_size: int) -> int:
     return (num_tokens + page_size - 1) // page_size
-
-
-class PageTable:
-    """A sequence's physical page ids in logical order, kept in a fixed-capacity int32 array so a
-    batch's page table is one numpy gather (``-1`` past the last page)."""
-
-    def __init__(self, capacity: int):
-        self.array = np.full(capacity, -1, dtype=np.int32)
-        self.size = 0
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __getitem__(self, index: int) -> int:
-        if index < 0:
-            index += self.size
-        if not 0 <= index < self.size:
-            raise IndexError(f"page index {index} out of range for {self.size} pages")
-        return int(self.array[index])
-
-    def __setitem__(self, index: int, page: int) -> None:
-        if index < 0:
-            index += self.size
-        self.array[index] = page
-
-    def __iter__(self):
-        return iter(self.array[: self.size].tolist())
-
-    def append(self, page: int) -> None:
-        if self.size == len(self.array):
-            raise ValueError(f"page table full: a sequence may hold at most {len(self.array)} pages (max_model_len)")
-        self.array[self.size] = page
-        self.size += 1
-
-    def copy(self) -> "PageTable":
-        other = PageTable(len(self.array))
-        other.array[:] = self.array
-        other.size = self.size
-        return other
-
-    def clear(self) -> None:
-        self.array[: self.size] = -1
-        self.size = 0
 
 
 class PageManager:
@@ -95,7 +48,7 @@ class PageManager:
         if self.ref_counts[page] == 0:
             self.free_pages.append(page)
 
-    def pages_to_write(self, seq: "Sequence", num_new_tokens: int) -> int:
+    def pages_to_write(self, seq: Sequence, num_new_tokens: int) -> int:
         """Pages ``seq`` must take to write ``num_new_tokens`` more tokens (new pages and private copies)."""
         end = seq.num_cached_tokens + num_new_tokens
         needed = max(0, pages_for(end, self.page_size) - len(seq.page_table))
@@ -103,14 +56,14 @@ class PageManager:
             needed += 1
         return needed
 
-    def can_write(self, seq: "Sequence", num_new_tokens: int, *, reserve: int = 0) -> bool:
+    def can_write(self, seq: Sequence, num_new_tokens: int, *, reserve: int = 0) -> bool:
         return self.pages_to_write(seq, num_new_tokens) + reserve <= self.num_free
 
-    def _last_page_shared(self, seq: "Sequence") -> bool:
+    def _last_page_shared(self, seq: Sequence) -> bool:
         partial = seq.num_cached_tokens % self.page_size != 0
         return partial and self.ref_counts[seq.page_table[-1]] > 1
 
-    def prepare_write(self, seq: "Sequence", num_new_tokens: int) -> list[tuple[int, int]]:
+    def prepare_write(self, seq: Sequence, num_new_tokens: int) -> list[tuple[int, int]]:
         """Give ``seq`` private pages for its next ``num_new_tokens`` tokens.
 
         Returns the ``(src, dst)`` page copies the runner must make before writing (copy-on-write of a
@@ -128,13 +81,13 @@ class PageManager:
             seq.page_table.append(self._take())
         return copies
 
-    def share(self, parent: "Sequence", child: "Sequence") -> None:
+    def share(self, parent: Sequence, child: Sequence) -> None:
         """``child`` reads ``parent``'s pages from now on (same page table, one more reference each)."""
         for page in parent.page_table:
             self.ref_counts[page] += 1
         child.page_table = parent.page_table.copy()
 
-    def free(self, seq: "Sequence") -> None:
+    def free(self, seq: Sequence) -> None:
         for page in reversed(list(seq.page_table)):
             self._release(page)
         seq.page_table.clear()

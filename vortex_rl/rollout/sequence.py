@@ -1,12 +1,57 @@
-"""`Sequence`: one sample being generated; `Completion`: what the caller gets back."""
+"""`Sequence`: one sample being generated, with the `PageTable` of its KV pages; `Completion`: what the
+caller gets back."""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
 
-from vortex_rl.rollout.page_manager import PageTable
+import numpy as np
+
 from vortex_rl.rollout.sampling_params import SamplingParams
+
+
+class PageTable:
+    """A sequence's physical page ids in logical order, kept in a fixed-capacity int32 array so a
+    batch's page table is one numpy gather (``-1`` past the last page)."""
+
+    def __init__(self, capacity: int):
+        self.array = np.full(capacity, -1, dtype=np.int32)
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> int:
+        if index < 0:
+            index += self.size
+        if not 0 <= index < self.size:
+            raise IndexError(f"page index {index} out of range for {self.size} pages")
+        return int(self.array[index])
+
+    def __setitem__(self, index: int, page: int) -> None:
+        if index < 0:
+            index += self.size
+        self.array[index] = page
+
+    def __iter__(self):
+        return iter(self.array[: self.size].tolist())
+
+    def append(self, page: int) -> None:
+        if self.size == len(self.array):
+            raise ValueError(f"page table full: a sequence may hold at most {len(self.array)} pages (max_model_len)")
+        self.array[self.size] = page
+        self.size += 1
+
+    def copy(self) -> "PageTable":
+        other = PageTable(len(self.array))
+        other.array[:] = self.array
+        other.size = self.size
+        return other
+
+    def clear(self) -> None:
+        self.array[: self.size] = -1
+        self.size = 0
 
 
 class SequenceStatus(enum.Enum):

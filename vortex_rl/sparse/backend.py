@@ -17,6 +17,12 @@ from vortex_rl import kernels
 BACKENDS = ("auto", "triton", "torch")
 
 
+def check_kernel_backend(name: object, key: str = "kernel_backend") -> None:
+    """Raise ``ValueError`` naming the config ``key`` unless ``name`` is one of ``BACKENDS``."""
+    if name not in BACKENDS:
+        raise ValueError(f"{key}={name!r} is not one of {BACKENDS}")
+
+
 def _torch_impls() -> SimpleNamespace:
     return SimpleNamespace(
         name="torch",
@@ -52,8 +58,7 @@ def _triton_impls() -> SimpleNamespace | None:
 
 def resolve_backend(backend: str, device: torch.device | str) -> SimpleNamespace:
     """The kernel set for ``backend`` on ``device``; raises when Triton is asked for and missing."""
-    if backend not in BACKENDS:
-        raise ValueError(f"kernel_backend={backend!r} is not one of {BACKENDS}")
+    check_kernel_backend(backend)
     if backend == "torch":
         return _torch_impls()
     triton_set = _triton_impls()

@@ -1,4 +1,4 @@
-"""`vFlow`: the three entry points of a sparse-attention algorithm, and the flow registry."""
+"""`vFlow`: the three entry points of a sparse-attention algorithm, and the flow registry `FLOWS`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Callable
 
 import torch
 
+from vortex_rl.registry import Registry
 from vortex_rl.sparse.context import FlowContext
 
 RESERVED_CACHE_NAMES = ("k", "v")
@@ -65,22 +66,25 @@ class vFlow:  # noqa: N801 (name from the programming model)
         return {name: tuple(shape) for name, shape in shapes.items()}
 
 
-_FLOWS: dict[str, type[vFlow]] = {}
+def _check_is_flow(name: str, cls: object) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, vFlow)):
+        raise TypeError(f"@register({name!r}) decorates vFlow subclasses, got {cls!r}")
+
+
+FLOWS: Registry[type[vFlow]] = Registry("flow", check=_check_is_flow)
 
 
 def register(name: str) -> Callable[[type[vFlow]], type[vFlow]]:
-    """Class decorator: make a ``vFlow`` subclass available as ``get_flow(name)``."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"flow name must be a non-empty string, got {name!r}")
+    """Class decorator: make a ``vFlow`` subclass available as ``get_flow(name)``.
+
+    Anything but a ``vFlow`` subclass raises ``TypeError``; another class under a taken name raises
+    ``RegistryError``.
+    """
+    add = FLOWS.register(name)
 
     def decorate(cls: type[vFlow]) -> type[vFlow]:
-        if not (isinstance(cls, type) and issubclass(cls, vFlow)):
-            raise TypeError(f"@register({name!r}) decorates vFlow subclasses, got {cls!r}")
-        existing = _FLOWS.get(name)
-        if existing is not None and existing.__qualname__ != cls.__qualname__:
-            raise ValueError(f"flow name {name!r} is already registered by {existing.__qualname__}")
+        add(cls)
         cls.name = name
-        _FLOWS[name] = cls
         return cls
 
     return decorate
@@ -88,14 +92,12 @@ def register(name: str) -> Callable[[type[vFlow]], type[vFlow]]:
 
 def list_flows() -> list[str]:
     """Registered flow names, sorted."""
-    return sorted(_FLOWS)
+    return FLOWS.names()
 
 
 def get_flow(name: str | vFlow, **kwargs) -> vFlow:
-    """An instance of the flow registered as ``name`` (a ``vFlow`` instance passes through)."""
+    """An instance of the flow registered as ``name`` (a ``vFlow`` instance passes through); an unknown
+    name raises ``RegistryError`` listing the registered flows."""
     if isinstance(name, vFlow):
         return name
-    cls = _FLOWS.get(name)
-    if cls is None:
-        raise KeyError(f"unknown flow {name!r}; registered flows: {', '.join(list_flows())}")
-    return cls(**kwargs)
+    return FLOWS.get(name)(**kwargs)

@@ -21,7 +21,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from tests.rollout.sglang.sglang_env import import_sglang
-from tests.sparse.paged_cache import naive_attention
+from tests.paged_batch import naive_attention
 
 import_sglang()
 

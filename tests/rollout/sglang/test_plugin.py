@@ -19,7 +19,7 @@ from sglang.srt.layers.attention.base_attn_backend import AttentionBackend  # no
 from sglang.srt.plugins import GENERAL_PLUGINS_GROUP, load_plugins_by_group  # noqa: E402
 from sglang.srt.server_args import prepare_server_args  # noqa: E402
 
-from vortex_rl.rollout.sglang import plugin  # noqa: E402
+from vortex_rl.rollout.sglang import compat, plugin  # noqa: E402
 from vortex_rl.rollout.sglang.backend import VortexAttnBackend  # noqa: E402
 from vortex_rl.rollout.sglang.config import VortexBackendConfig  # noqa: E402
 from vortex_rl.sparse import SparseConfig  # noqa: E402
@@ -92,9 +92,9 @@ def _keyword_only(params) -> set[str]:
 def test_older_sglang_is_refused(monkeypatch):
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.5.12")
     with pytest.raises(RuntimeError, match=r"SGLang >= 0\.5\.13.*found sglang 0\.5\.12"):
-        plugin.require_sglang()
+        compat.require_sglang()
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.5.13")
-    assert plugin.require_sglang() == "0.5.13"
+    assert compat.require_sglang() == "0.5.13"
 
 
 def test_options_are_validated():

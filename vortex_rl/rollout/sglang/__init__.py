@@ -1,7 +1,8 @@
 """SGLang integration: our sparse decode attention as the SGLang attention backend ``vortex``, and an
 SGLang-backed rollout engine with the interface of ``vortex_rl.rollout``.
 
-- ``plugin``: the ``sglang.srt.plugins`` entry point that registers the backend.
+- ``plugin``: the ``sglang.srt.plugins`` entry point that registers the backend; ``compat``: the SGLang
+  versions it accepts (``require_sglang``) and the backend's name.
 - ``backend``: ``VortexAttnBackend`` (dense SGLang backend for extend, our flow for decode).
 - ``page_state``: SGLang's KV pool as our paged cache, and the flow's per-page state.
 - ``config``: ``VortexBackendConfig``, passed through ``--json-model-override-args``.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from vortex_rl.rollout.sglang.compat import require_sglang
 from vortex_rl.rollout.sglang.config import VortexBackendConfig
 from vortex_rl.rollout.sglang.page_state import PageState, page_table_from_req_to_token
 from vortex_rl.sparse import FlowContext, FlowRunner
@@ -92,8 +93,6 @@ class VortexAttnBackend(AttentionBackend):
     def from_model_runner(cls, model_runner) -> "VortexAttnBackend":
         """Build from SGLang's ``ModelRunner``: options from ``--json-model-override-args``, checks of
         what the backend supports, and the dense backend from SGLang's registry."""
-        from vortex_rl.rollout.sglang.plugin import require_sglang
-
         require_sglang()
         from sglang.srt.layers.attention.attention_registry import ATTENTION_BACKENDS
         from sglang.srt.runtime_context import get_parallel

@@ -16,8 +16,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from vortex_rl.sparse import SparseConfig, list_flows
-from vortex_rl.sparse.backend import BACKENDS
+from vortex_rl.sparse import FLOWS, SparseConfig
+from vortex_rl.sparse.backend import check_kernel_backend
 
 OVERRIDE_KEY = "vortex"
 # SGLang backends that can serve prefill and dense decode next to our sparse decode; "auto" picks fa3 on
@@ -51,14 +51,12 @@ class VortexBackendConfig:
     kernel_backend: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.flow not in list_flows():
-            raise ValueError(f"flow={self.flow!r} is not a registered flow; registered: {list_flows()}")
+        FLOWS.check_name(self.flow, "flow")
         if not isinstance(self.sparse, SparseConfig):
             raise TypeError(f"sparse must be a SparseConfig, got {type(self.sparse).__name__}")
         if self.dense_backend not in DENSE_BACKENDS:
             raise ValueError(f"dense_backend={self.dense_backend!r} is not one of {DENSE_BACKENDS}")
-        if self.kernel_backend not in BACKENDS:
-            raise ValueError(f"kernel_backend={self.kernel_backend!r} is not one of {BACKENDS}")
+        check_kernel_backend(self.kernel_backend)
 
     @classmethod
     def from_dict(cls, options: Mapping[str, Any]) -> "VortexBackendConfig":

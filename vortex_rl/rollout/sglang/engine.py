@@ -21,12 +21,13 @@ from typing import Iterable, Sequence as Seq
 
 import torch
 
+from vortex_rl.devices import TORCH_DTYPES
 from vortex_rl.rollout.config import EngineConfig
-from vortex_rl.rollout.loader import eos_token_ids, weight_buckets
+from vortex_rl.rollout.model_source import eos_token_ids
 from vortex_rl.rollout.sampler import sample_seed
 from vortex_rl.rollout.sampling_params import SamplingParams, params_for_prompts
 from vortex_rl.rollout.sequence import Completion
-from vortex_rl.rollout.stats import EngineStats
+from vortex_rl.rollout.sglang.compat import require_sglang
 from vortex_rl.rollout.sglang.options import (
     SLEEP_TAGS,
     SGLangOptions,
@@ -34,10 +35,9 @@ from vortex_rl.rollout.sglang.options import (
     server_args_for,
     sglang_sampling_params,
 )
-from vortex_rl.rollout.sglang.plugin import require_sglang
 from vortex_rl.rollout.sglang.weight_sums import PARAM_SUMS_ACTION, combine_param_sums
-
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+from vortex_rl.rollout.stats import EngineStats
+from vortex_rl.rollout.weights import weight_buckets
 
 
 def make_sglang_engine(model_path: str, config: EngineConfig, options: SGLangOptions | None = None) -> "SGLangEngine":
@@ -65,7 +65,7 @@ class SGLangEngine:
         self.options = options = options or SGLangOptions()
         hf_config = AutoConfig.from_pretrained(model_path)
         self.server_args = server_args_for(model_path, config, options, hf_config)
-        self.dtype = DTYPES[self.server_args["dtype"]]
+        self.dtype = TORCH_DTYPES[self.server_args["dtype"]]
         self.tokenizer = AutoTokenizer.from_pretrained(options.tokenizer_path or model_path)
         try:
             generation_config = GenerationConfig.from_pretrained(model_path)

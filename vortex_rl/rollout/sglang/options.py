@@ -10,18 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-
+from vortex_rl.devices import TORCH_DTYPES
 from vortex_rl.rollout.config import EngineConfig
 from vortex_rl.rollout.sampling_params import SamplingParams
 from vortex_rl.rollout.sequence import Completion
+from vortex_rl.rollout.sglang.compat import BACKEND_NAME
 from vortex_rl.rollout.sglang.config import DENSE_BACKENDS, VortexBackendConfig
-from vortex_rl.rollout.sglang.plugin import BACKEND_NAME
 from vortex_rl.sparse import get_flow
 
 # What sleep() frees: the KV cache (the flow's page state lives in its region) and the CUDA graphs.
 SLEEP_TAGS = ("kv_cache", "cuda_graph")
 STATIC_SHARE = 0.85
-DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 
 
 @dataclass
@@ -98,7 +97,8 @@ def server_args_for(model_path: str, config: EngineConfig, options: SGLangOption
     elif config.kv_cache_memory_gb is not None:
         if hf_config is None:
             raise ValueError("kv_cache_memory_gb needs the model's hf_config to size SGLang's KV cache in tokens")
-        args["max_total_tokens"] = kv_tokens_for_memory(hf_config, config, options.tp_size, DTYPE_BYTES[dtype])
+        dtype_bytes = TORCH_DTYPES[dtype].itemsize
+        args["max_total_tokens"] = kv_tokens_for_memory(hf_config, config, options.tp_size, dtype_bytes)
     if config.enforce_eager:
         args["disable_decode_cuda_graph"] = True
     elif config.cuda_graph_batch_sizes is not None:
