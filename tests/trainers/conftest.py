@@ -15,3 +15,19 @@ def ray_session():
         ray.init(num_cpus=RAY_CPUS, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def make_tiny_actor(make_tiny_hf_model):
+    """``make_tiny_actor(seed=0) -> (model, tokenizer)``: a tiny random Qwen3 (tied embeddings,
+    transformers' initialisation) over the character tokenizer, a fresh model per call."""
+    from tests.tiny_models import TRAINER_SIZES
+    from vortex_rl.data import build_char_tokenizer
+
+    def build(seed: int = 0):
+        tokenizer = build_char_tokenizer()
+        model = make_tiny_hf_model("qwen3", seed=seed, sizes=TRAINER_SIZES, tokenizer=tokenizer, spread_weights=False,
+                                   tie_word_embeddings=True)
+        return model.train(), tokenizer
+
+    return build

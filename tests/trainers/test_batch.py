@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from tests.trainers.tiny_model import tiny_model_and_tokenizer
 from vortex_rl.trainers.algos.core_algos import entropy_from_logits
 from vortex_rl.trainers.batch import build_batch, micro_batch_indices
 from vortex_rl.trainers.config import ActorConfig
@@ -47,8 +46,8 @@ def test_micro_batches():
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_scores_match_unpadded_forwards(temperature):
-    model, _ = tiny_model_and_tokenizer()
+def test_scores_match_unpadded_forwards(temperature, make_tiny_actor):
+    model, _ = make_tiny_actor()
     b = make_batch()
     out = score_responses(model, b, temperature=temperature, topk=4, with_entropy=True)
     with torch.no_grad():
@@ -63,8 +62,8 @@ def test_scores_match_unpadded_forwards(temperature):
             torch.testing.assert_close(out.topk_log_probs[i, : len(r)], values, atol=1e-5, rtol=1e-5)
 
 
-def test_micro_batch_gradients_add_up_to_the_full_batch_gradient():
-    model, _ = tiny_model_and_tokenizer()
+def test_micro_batch_gradients_add_up_to_the_full_batch_gradient(make_tiny_actor):
+    model, _ = make_tiny_actor()
     b = make_batch()
     b.old_log_probs = torch.full_like(b.rollout_log_probs, -3.0)
     b.advantages = torch.tensor([1.0, -1.0, 0.5, -0.5])

@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from tests.trainers.tiny_model import tiny_model_and_tokenizer
 from vortex_rl.trainers.batch import build_batch
 from vortex_rl.trainers.config import GRPOConfig
 from vortex_rl.trainers.local.learner import LocalLearner
@@ -28,8 +27,8 @@ def batch():
                        [False, False, False, True], pad_id=0)
 
 
-def test_old_log_probs_match_direct_scoring():
-    model, _ = tiny_model_and_tokenizer()
+def test_old_log_probs_match_direct_scoring(make_tiny_actor):
+    model, _ = make_tiny_actor()
     learner = LocalLearner(model, config(use_kl_loss=True), CPU)
     b = batch()
     learner.compute_log_probs(b)
@@ -42,8 +41,8 @@ def test_old_log_probs_match_direct_scoring():
     torch.testing.assert_close(b.ref_log_probs, b.old_log_probs)  # the reference is the initial policy
 
 
-def test_update_loss_at_ratio_one_and_direction():
-    model, _ = tiny_model_and_tokenizer()
+def test_update_loss_at_ratio_one_and_direction(make_tiny_actor):
+    model, _ = make_tiny_actor()
     learner = LocalLearner(model, config(), CPU)
     b = batch()
     learner.compute_log_probs(b)
@@ -60,28 +59,28 @@ def test_update_loss_at_ratio_one_and_direction():
     assert (change * b.advantages > 0).all()  # positive advantages up, negative down
 
 
-def test_state_round_trip():
-    model, _ = tiny_model_and_tokenizer()
+def test_state_round_trip(make_tiny_actor):
+    model, _ = make_tiny_actor()
     learner = LocalLearner(model, config(use_kl_loss=True), CPU)
     b = batch()
     learner.compute_log_probs(b)
     b.advantages = torch.tensor([1.0, -1.0, -1.0, 1.0])
     learner.update(b)
     state = learner.state_dict()
-    other = LocalLearner(tiny_model_and_tokenizer()[0], config(use_kl_loss=True), CPU)
+    other = LocalLearner(make_tiny_actor()[0], config(use_kl_loss=True), CPU)
     other.load_state_dict(state)
     assert other.scheduler.state_dict() == learner.scheduler.state_dict()
     for key, value in learner.ref_model.state_dict().items():
         assert torch.equal(other.ref_model.state_dict()[key], value)
-    without_ref = LocalLearner(tiny_model_and_tokenizer()[0], config(), CPU).state_dict()
+    without_ref = LocalLearner(make_tiny_actor()[0], config(), CPU).state_dict()
     with pytest.raises(ValueError, match="no KL reference weights"):
         other.load_state_dict(without_ref)
 
 
-def test_mixed_precision_follows_the_full_precision_scores():
+def test_mixed_precision_follows_the_full_precision_scores(make_tiny_actor):
     from vortex_rl.trainers.local.model_loader import autocast
 
-    model, _ = tiny_model_and_tokenizer()
+    model, _ = make_tiny_actor()
     full, mixed = batch(), batch()
     LocalLearner(model, config(), CPU).compute_log_probs(full)
     mixed_config = config()
@@ -94,10 +93,10 @@ def test_mixed_precision_follows_the_full_precision_scores():
     assert isinstance(autocast(config().model, CPU), type(__import__("contextlib").nullcontext()))
 
 
-def test_gradient_checkpointing_gives_the_same_update():
+def test_gradient_checkpointing_gives_the_same_update(make_tiny_actor):
     results = []
     for checkpointing in (False, True):
-        model, _ = tiny_model_and_tokenizer()
+        model, _ = make_tiny_actor()
         cfg = config()
         cfg.model.enable_gradient_checkpointing = checkpointing
         learner = LocalLearner(model, cfg, CPU)

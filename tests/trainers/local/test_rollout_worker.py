@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from tests.trainers.tiny_model import tiny_model_and_tokenizer
 from vortex_rl.rollout import SamplingParams, weight_buckets, weight_checksum
 from vortex_rl.trainers.config import GRPOConfig
 from vortex_rl.trainers.config.dataclass_dicts import from_dict
@@ -22,8 +21,8 @@ def test_weight_buckets_group_by_size():
     assert [name for b in weight_buckets(tensors, 1) for name, _ in b] == [n for n, _ in tensors]
 
 
-def test_update_weights_and_checksum():
-    model, tokenizer = tiny_model_and_tokenizer()
+def test_update_weights_and_checksum(make_tiny_actor):
+    model, tokenizer = make_tiny_actor()
     config = from_dict(GRPOConfig, {"model": {"path": "random:qwen3"}, "trainer": {"device": "cpu"},
                                     "data": {"max_prompt_length": 8, "max_response_length": 8},
                                     "rollout": {"update_weights_bucket_mb": 1, "sparse": {"page_size": 4, "budget_pages": 4}}})

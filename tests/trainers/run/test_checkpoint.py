@@ -5,7 +5,6 @@ import random
 import pytest
 import torch
 
-from tests.trainers.tiny_model import tiny_model_and_tokenizer
 from vortex_rl.trainers.run.checkpoint import (
     latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint, set_rng_state,
 )
@@ -14,10 +13,10 @@ from vortex_rl.trainers.local.learner import LocalLearner
 from vortex_rl.trainers.config.dataclass_dicts import from_dict
 
 
-def test_save_load_and_prune(tmp_path):
+def test_save_load_and_prune(tmp_path, make_tiny_actor):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model, tokenizer = tiny_model_and_tokenizer()
+    model, tokenizer = make_tiny_actor()
     learner = LocalLearner(model, from_dict(GRPOConfig, {"model": {"path": "random:qwen3"}}), torch.device("cpu"))
     assert latest_checkpoint(tmp_path) is None
     for step in (2, 4, 6):

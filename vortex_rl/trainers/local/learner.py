@@ -1,6 +1,6 @@
 """`LocalLearner`: the dense actor in this process: old log-probs, PPO updates, weights out.
 
-The training loop talks to it through the small ``Learner`` protocol, so a Ray actor group with the
+The training loop talks to it through ``step.protocols.Learner``, so a Ray actor group with the
 same methods can replace it (``trainer.orchestrator``).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Iterator
 
 import torch
 
@@ -18,15 +18,6 @@ from vortex_rl.trainers.config import GRPOConfig
 from vortex_rl.trainers.local.logprobs import score_responses
 from vortex_rl.trainers.local.loss import loss_mask, micro_batch_loss
 from vortex_rl.trainers.local.model_loader import autocast
-
-
-class Learner(Protocol):
-    def compute_log_probs(self, batch: RolloutBatch) -> None: ...
-    def update(self, batch: RolloutBatch) -> dict[str, float]: ...
-    def named_weights(self) -> Iterator[tuple[str, torch.Tensor]]: ...
-    def state_dict(self) -> dict: ...
-    def load_state_dict(self, state: dict) -> None: ...
-    def save_model(self, directory: Path, tokenizer) -> None: ...
 
 
 def enable_checkpointing(model: torch.nn.Module) -> None:
