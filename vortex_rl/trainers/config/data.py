@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from vortex_rl.data import DATASETS
 from vortex_rl.data.prompts import BOXED_INSTRUCTION
 from vortex_rl.trainers.config.checks import check
 
@@ -47,6 +48,9 @@ class DataConfig:
     apply_chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        DATASETS.check_name(self.train_dataset, "data.train_dataset")
+        if self.val_dataset is not None:
+            DATASETS.check_name(self.val_dataset, "data.val_dataset")
         for name in ("train_batch_size", "max_prompt_length", "max_response_length"):
             check(getattr(self, name) >= 1, f"data.{name}={getattr(self, name)} must be >= 1")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vortex_rl.data import REWARDS
 from vortex_rl.trainers.config.checks import check
 
 
@@ -22,5 +23,6 @@ class RewardConfig:
     timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
+        REWARDS.check_name(self.fn, "reward.fn")  # before any model loads, not at the first score
         check(self.num_workers >= 0, f"reward.num_workers={self.num_workers} must be >= 0")
         check(self.timeout_s > 0, f"reward.timeout_s={self.timeout_s} must be > 0")
