@@ -1,0 +1,266 @@
+"""One command that turns a lent GPU into evidence: every phase below, one table, one JSON.
+
+Phases (each timed and isolated: a failing phase is recorded with its error and the next one runs, so a
+short GPU loan is never lost to the first bug):
+
+1. ``kernels``: every Triton kernel against its torch reference at real shapes in bf16 (contexts from 1
+   token to 128K, up to 16,384 pages per request, GQA 1/2/4), with the tolerances of ``TOL``.
+2. ``graphs``: the engine's decode under CUDA graphs against eager decode, for batches that land in
+   different graph buckets: greedy ids equal, log-probs within ``GRAPH_LOGPROB_TOL``.
+3. ``kernel_timings``: dense paged decode vs SDPA vs the device's copy bandwidth, and the sparse indexer +
+   attention, at batch 1, 4 and 32 x 16K context (``scripts/bench_kernels.py``'s measurements).
+4. ``rollout``: rollout throughput, dense vs block-sparse, on random-weight Qwen3-0.6B, 32 requests x 8K
+   generated tokens (``scripts/bench_rollout.py``).
+5. ``grpo``: two GRPO steps on the device with the local orchestrator (engine sleep/wake, weight sync
+   and its checksum), on a tiny random Qwen3 so it needs no download.
+
+``--cpu-smoke`` runs the same phases at tiny sizes on the CPU (Triton in its interpreter); CI runs it so
+the script is known to work before a GPU is lent. It needs only torch, triton and transformers (plus
+PyYAML and tqdm, which transformers brings): no Ray, hydra, datasets, wandb or math-verify.
+
+    python scripts/gpu_check.py                 # on the GPU, about 5-8 minutes on one H200
+    python scripts/gpu_check.py --cpu-smoke     # anywhere, about a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+CPU_SMOKE = "--cpu-smoke" in sys.argv or not torch.cuda.is_available()
+if CPU_SMOKE:  # before anything imports Triton
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
+
+GRAPH_LOGPROB_TOL = 1e-3  # graph replay runs the same kernels on the same inputs as eager decode
+Row = dict[str, Any]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--cpu-smoke", action="store_true", help="tiny sizes on the CPU (Triton interpreter)")
+    p.add_argument("--phases", default="kernels,graphs,kernel_timings,rollout,grpo",
+                   help="comma-separated subset of the phases, in this order")
+    p.add_argument("--out", default="bench_results/gpu_check.json")
+    p.add_argument("--gen-len", type=int, default=None, help="rollout phase: generated tokens per request")
+    return p.parse_args(argv)
+
+
+# ------------------------------------------------------------------------------------------- phase 1
+def phase_kernels(device: torch.device) -> list[Row]:
+    """Each kernel vs its reference (the same checks as tests/kernels, at the real decode shape)."""
+    from kernel_checks import check_all_kernels
+
+    return check_all_kernels(device, smoke=CPU_SMOKE)
+
+
+# ------------------------------------------------------------------------------------------- phase 2
+def phase_graphs(device: torch.device) -> list[Row]:
+    """Greedy decode with CUDA graphs vs eager, batches in several graph buckets, both flows."""
+    from bench_rollout import random_source
+
+    from vortex_rl.rollout import Engine, EngineConfig, SamplingParams
+    from vortex_rl.sparse import SparseConfig
+
+    model = "tiny" if CPU_SMOKE else "qwen3-0.6b"
+    gen_len = 8 if CPU_SMOKE else 64
+    batches = (1, 3) if CPU_SMOKE else (1, 3, 8, 17, 40)  # several graph buckets, padded rows included
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    gen = torch.Generator().manual_seed(0)
+    prompts = {b: [torch.randint(1, 400, (int(torch.randint(20, 80, (1,), generator=gen)),), generator=gen).tolist()
+                   for _ in range(b)] for b in batches}
+    params = SamplingParams(temperature=0.0, max_new_tokens=gen_len, ignore_eos=True, logprobs=1)
+    rows = []
+    for flow in ("dense", "block_sparse_attention"):
+        outputs: dict[tuple[bool, int], list] = {}
+        for eager in (True, False):  # one engine each (graph capture is the slow part), every batch through it
+            config = EngineConfig(flow=flow, sparse=SparseConfig(page_size=16, budget_pages=4), max_num_seqs=64,
+                                  max_model_len=256, device=str(device), enforce_eager=eager,
+                                  kv_cache_memory_gb=None if device.type == "cuda" else 0.05,
+                                  gpu_memory_utilization=0.3, seed=0)
+            engine = Engine(random_source(model, device, dtype, 0), config)
+            for b in batches:
+                outputs[eager, b] = [group[0] for group in engine.generate(prompts[b], params, n=1, use_tqdm=False)]
+            del engine
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        for b in batches:
+            eager_out, graph_out = outputs[True, b], outputs[False, b]
+            same_ids = all(x.token_ids == y.token_ids for x, y in zip(eager_out, graph_out))
+            worst = max(max(abs(u - v) for u, v in zip(x.logprobs, y.logprobs)) for x, y in zip(eager_out, graph_out))
+            rows.append({"flow": flow, "batch": b, "graphs": device.type == "cuda", "ids_equal": same_ids,
+                         "max_logprob_diff": worst, "ok": same_ids and worst <= GRAPH_LOGPROB_TOL})
+    return rows
+
+
+# ------------------------------------------------------------------------------------------- phase 3
+def phase_kernel_timings(device: torch.device) -> list[Row]:
+    import bench_kernels
+
+    shape = bench_kernels.Shape(q_heads=4, kv_heads=2, head_dim=64, budget=4, dtype=torch.float32) if CPU_SMOKE \
+        else bench_kernels.Shape()
+    args = argparse.Namespace(layers=2 if CPU_SMOKE else 4, calls=2 if CPU_SMOKE else 8)
+    copy_bw = bench_kernels.copy_bandwidth(device)
+    rows = []
+    for batch, context in ([(1, 64), (2, 100)] if CPU_SMOKE else [(1, 16384), (4, 16384), (32, 16384)]):
+        for row in bench_kernels.bench_config(batch, context, shape, args, device, copy_bw):
+            rows.append({k: row[k] for k in ("batch", "context", "op", "impl", "us", "GB/s", "pct_copy", "cuda_graph")})
+    rows.append({"op": "copy", "GB/s": copy_bw / 1e9})
+    return rows
+
+
+# ------------------------------------------------------------------------------------------- phase 4
+def phase_rollout(device: torch.device, gen_len: int | None) -> list[Row]:
+    import bench_rollout
+
+    argv = ["--output", str(ROOT / "bench_results" / "gpu_check_rollout.json")]
+    if not CPU_SMOKE:
+        argv += ["--model", "qwen3-0.6b", "--requests", "32", "--n", "8", "--gen-len", str(gen_len or 8192)]
+    elif gen_len:
+        argv += ["--gen-len", str(gen_len)]
+    result = bench_rollout.main(argv)
+    rows = [{k: r.get(k) for k in ("flow", "tokens_per_s", "elapsed_s", "generated_tokens", "preemptions", "peak_pages")}
+            for r in result["results"]]
+    dense = next((r for r in rows if r["flow"] == "dense"), None)
+    for r in rows:
+        r["vs_dense"] = r["tokens_per_s"] / dense["tokens_per_s"] if dense and dense["tokens_per_s"] else None
+    return rows
+
+
+# ------------------------------------------------------------------------------------------- phase 5
+def grpo_config(device: torch.device, run_dir: Path):
+    """``tiny_cpu`` on ``device``, 2 steps, composed without hydra (the GPU image has none): the recipe's
+    YAML under overrides, through the same checked dataclass conversion the command line uses."""
+    import yaml
+
+    from vortex_rl.trainers.config import GRPOConfig
+    from vortex_rl.trainers.config.dataclass_dicts import from_dict
+
+    data = yaml.safe_load((ROOT / "recipes" / "tiny_cpu.yaml").read_text())
+    data.pop("defaults", None)
+    overrides = {
+        "recipe": "tiny_cpu",
+        "reward": {"fn": "boxed_exact", "num_workers": 0},  # math-verify is not on the GPU image
+        "rollout": {"sparse": {"page_size": 16, "budget_pages": 4}, "free_cache_engine": True,
+                    "enforce_eager": device.type != "cuda"},
+        "sft_warmup": {"steps": 10},
+        "data": {"train_batch_size": 8, "val_max_samples": 8},
+        "trainer": {"total_steps": 2, "test_freq": 2, "save_freq": 2, "device": device.type, "orchestrator": "local",
+                    "logger": ["console"], "output_dir": str(run_dir)},
+    }
+    for section, values in overrides.items():
+        if isinstance(values, dict):
+            merged = data.setdefault(section, {})
+            for key, value in values.items():
+                merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
+        else:
+            data[section] = values
+    return from_dict(GRPOConfig, data)
+
+
+def phase_grpo(device: torch.device) -> list[Row]:
+    import shutil
+
+    from vortex_rl.trainers.run.loop import train
+
+    run_dir = ROOT / "bench_results" / "gpu_check_grpo"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    train(grpo_config(device, run_dir), run_dir)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    keep = ("step", "critic/rewards/mean", "actor/pg_loss", "actor/grad_norm", "rollout/weights_checksum_rel_diff",
+            "rollout_corr/alpha_mean", "perf/rollout_tokens_per_s", "timing_s/step")
+    out = [{k: r.get(k) for k in keep} for r in rows if r["step"] > 0]
+    for r in out:
+        r["ok"] = r["rollout/weights_checksum_rel_diff"] is not None and r["rollout/weights_checksum_rel_diff"] < 1e-6
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- main
+def device_info(device: torch.device) -> dict:
+    import transformers
+    import triton
+
+    info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else
+            f"cpu ({platform.machine()}, {os.cpu_count()} cores, Triton interpreter)",
+            "torch": torch.__version__, "triton": triton.__version__, "transformers": transformers.__version__,
+            "cpu_smoke": CPU_SMOKE}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(sm_count=props.multi_processor_count, memory_gib=round(props.total_memory / 2**30, 1))
+    return info
+
+
+def run_phase(name: str, fn: Callable[[], list[Row]]) -> dict:
+    print(f"\n=== {name}", flush=True)
+    start = time.perf_counter()
+    try:
+        rows, error = fn(), None
+    except Exception as e:  # recorded, and the next phase runs: a GPU loan is too short to stop here
+        rows, error = [], f"{type(e).__name__}: {e}"
+        traceback.print_exc()
+    seconds = time.perf_counter() - start
+    ok = error is None and all(r.get("ok", True) is not False for r in rows)
+    print(f"=== {name}: {'ok' if ok else 'FAILED'} in {seconds:.1f} s", flush=True)
+    return {"phase": name, "ok": ok, "seconds": seconds, "error": error, "rows": rows}
+
+
+def print_table(info: dict, phases: list[dict]) -> None:
+    print(f"\ndevice: {info['device']}  torch {info['torch']}  triton {info['triton']}  "
+          f"transformers {info['transformers']}")
+    for phase in phases:
+        print(f"\n[{phase['phase']}] {'ok' if phase['ok'] else 'FAILED'} ({phase['seconds']:.1f} s)"
+              + (f"  error: {phase['error']}" if phase["error"] else ""))
+        if not phase["rows"]:
+            continue
+        keys = list(dict.fromkeys(k for r in phase["rows"] for k in r))
+        print("  " + " | ".join(keys))
+        for r in phase["rows"]:
+            print("  " + " | ".join(_cell(r.get(k)) for k in keys))
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = torch.device("cpu" if CPU_SMOKE else "cuda")
+    torch.manual_seed(0)
+    phases_fn = {
+        "kernels": lambda: phase_kernels(device),
+        "graphs": lambda: phase_graphs(device),
+        "kernel_timings": lambda: phase_kernel_timings(device),
+        "rollout": lambda: phase_rollout(device, args.gen_len),
+        "grpo": lambda: phase_grpo(device),
+    }
+    wanted = [p.strip() for p in args.phases.split(",") if p.strip()]
+    unknown = [p for p in wanted if p not in phases_fn]
+    if unknown:
+        raise SystemExit(f"--phases: unknown {unknown}; choose from {list(phases_fn)}")
+    info = device_info(device)
+    out = ROOT / args.out if not Path(args.out).is_absolute() else Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    results = []
+    for name in wanted:
+        results.append(run_phase(name, phases_fn[name]))
+        out.write_text(json.dumps({"info": info, "phases": results}, indent=2, default=str))  # as it goes
+    print_table(info, results)
+    print(f"\nwrote {out}")
+    return 0 if all(p["ok"] for p in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
