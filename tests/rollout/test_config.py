@@ -10,7 +10,8 @@ from vortex_rl.sparse import SparseConfig
 
 @pytest.mark.parametrize("bad", [
     dict(flow="no_such_flow"), dict(max_num_seqs=0), dict(max_num_batched_tokens=-1), dict(max_model_len=0),
-    dict(num_pages=0), dict(kv_cache_memory_gb=0), dict(gpu_memory_utilization=1.5), dict(dtype="int8"),
+    dict(num_pages=0), dict(kv_cache_memory_gb=0), dict(swap_space_gb=-1),
+    dict(swap_space_gb="4"), dict(gpu_memory_utilization=1.5), dict(dtype="int8"),
     dict(device="tpu"), dict(kernel_backend="cuda"), dict(cuda_graph_batch_sizes=(0, 4)), dict(seed=-1),
 ])
 def test_bad_values_raise_naming_the_field(bad):

@@ -66,3 +66,19 @@ def test_page_table_capacity_is_enforced():
     assert list(table) == [5, 6] and table[-1] == 6
     with pytest.raises(ValueError, match="at most 2 pages"):
         table.append(7)
+
+
+def test_restore_gives_a_swapped_sequence_private_pages():
+    pm = PageManager(6, 16)
+    parent, child = seq(20), seq(20)
+    pm.prepare_write(parent, 20)
+    parent.num_cached_tokens = child.num_cached_tokens = 20
+    pm.share(parent, child)
+    child.num_swapped_pages = len(child.page_table)
+    pm.free(child)  # swapped out: the parent keeps the shared pages
+    assert pm.num_used == 2 and all(pm.ref_counts[p] == 1 for p in parent.page_table)
+    restored = pm.restore(child)
+    assert restored == list(child.page_table) and len(restored) == 2 and not set(restored) & set(parent.page_table)
+    assert pm.num_used == 4 and all(pm.ref_counts[p] == 1 for p in restored)
+    with pytest.raises(ValueError, match="still holds 2 pages"):
+        pm.restore(child)

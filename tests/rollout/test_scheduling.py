@@ -1,4 +1,4 @@
-"""Scheduling: shared prompt pages, preemption by recomputation, chunked prefill, stopping, capacity."""
+"""Scheduling: shared prompt pages, preemption by swapping, chunked prefill, stopping, capacity."""
 
 from __future__ import annotations
 
@@ -50,8 +50,8 @@ def test_samples_of_a_prompt_share_its_full_pages(model, prompt_len):
     assert counts[n] == full + n * (pages_for(cached, 16) - full)
 
 
-def test_shared_samples_equal_recomputed_samples(model):
-    """Seeded samples drawn over shared prompt pages equal the same samples recomputed after preemption
+def test_shared_samples_equal_swapped_samples(model):
+    """Seeded samples drawn over shared prompt pages equal the same samples swapped out and back in
     (a pool too small to keep all four)."""
     prompt, params = list(range(1, 41)), SamplingParams(temperature=0.9, top_p=0.95, seed=11, max_new_tokens=30,
                                                        ignore_eos=True)

@@ -33,6 +33,12 @@ class EngineConfig:
         KV pages to allocate. Overrides the memory budget below when given.
     kv_cache_memory_gb:
         Memory for the KV cache and the flow's per-page state, in GiB. Used when ``num_pages`` is None.
+    swap_space_gb:
+        Host memory, in GiB, for the KV pages (and flow state) of preempted sequences, which are copied
+        there bit for bit and back when they resume (pinned memory on CUDA). A preemption that would
+        exceed it raises ``RuntimeError``; ``0`` forbids preemption. ``EngineStats.peak_swapped_pages``
+        shows what a workload used. Used by the embedded engine only (``rollout.engine=sglang`` preempts
+        its own way).
     gpu_memory_utilization:
         On CUDA, when neither ``num_pages`` nor ``kv_cache_memory_gb`` is given: the fraction of the
         device's memory the engine may use in all (weights, activations, CUDA graphs and KV cache).
@@ -62,6 +68,7 @@ class EngineConfig:
     max_model_len: int | None = None
     num_pages: int | None = None
     kv_cache_memory_gb: float | None = None
+    swap_space_gb: float = 4.0
     gpu_memory_utilization: float = 0.9
     dtype: str = "auto"
     device: str = "auto"
@@ -81,6 +88,9 @@ class EngineConfig:
                 _positive_int(name, getattr(self, name))
         if self.kv_cache_memory_gb is not None and not self.kv_cache_memory_gb > 0:
             raise ValueError(f"kv_cache_memory_gb={self.kv_cache_memory_gb!r} must be > 0 (GiB) or None")
+        if isinstance(self.swap_space_gb, bool) or not isinstance(self.swap_space_gb, (int, float)) \
+                or not self.swap_space_gb >= 0:
+            raise ValueError(f"swap_space_gb={self.swap_space_gb!r} must be a number >= 0 (GiB of host memory)")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(f"gpu_memory_utilization={self.gpu_memory_utilization!r} must be in (0, 1]")
         check_dtype_name(self.dtype, "dtype")

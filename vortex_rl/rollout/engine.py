@@ -11,6 +11,7 @@ import torch
 
 from vortex_rl.devices import resolve_device, torch_dtype
 from vortex_rl.rollout.config import EngineConfig
+from vortex_rl.rollout.memory import GIB
 from vortex_rl.rollout.model_runner import ModelRunner
 from vortex_rl.rollout.model_source import ModelSource, open_source
 from vortex_rl.rollout.models import ModelArch
@@ -20,6 +21,7 @@ from vortex_rl.rollout.sampling_params import SamplingParams, params_for_prompts
 from vortex_rl.rollout.scheduler import Scheduler
 from vortex_rl.rollout.sequence import Completion, Sequence
 from vortex_rl.rollout.stats import EngineStats
+from vortex_rl.rollout.swap_space import SwapSpace
 
 
 class Engine:
@@ -42,7 +44,9 @@ class Engine:
         self.runner.load_weights(source.weights, strict=True, atomic=False)
         self.pages = PageManager(self.runner.allocate_kv_cache(), config.page_size)
         self.eos_token_ids = source.eos_token_ids
-        self.scheduler = Scheduler(config, self.pages, self.eos_token_ids, self.max_model_len)
+        self.swap = SwapSpace(int(config.swap_space_gb * GIB // self.runner.page_bytes()),
+                              swap_space_gb=config.swap_space_gb)
+        self.scheduler = Scheduler(config, self.pages, self.swap, self.eos_token_ids, self.max_model_len)
         self.stats = EngineStats(num_pages=self.pages.num_pages)
         self.sleeping = False
         self._seeds = random.Random(config.seed)
@@ -213,6 +217,8 @@ class Engine:
         else:
             s.decode_steps += 1
         s.preemptions = self.scheduler.num_preemptions
+        s.swapped_pages = self.swap.num_swapped_out
+        s.peak_swapped_pages = max(s.peak_swapped_pages, self.swap.peak_used)
         s.pages_in_use = self.pages.num_used
         s.peak_pages = max(s.peak_pages, self.pages.peak_used)
 
@@ -264,3 +270,4 @@ class Engine:
         self.stats = EngineStats(num_pages=self.pages.num_pages)
         self.pages.peak_used = self.pages.num_used
         self.scheduler.num_preemptions = 0
+        self.swap.reset_counters()

@@ -119,6 +119,34 @@ class ModelRunner:
         for t in self.kv.values():
             t[:, dst] = t[:, src]
 
+    def swap_out(self, seq: Sequence, pages: list[int]) -> None:
+        """Copy ``pages`` (K, V and flow state, every layer) to ``seq.host_kv``, bit for bit.
+
+        On CUDA the copies go to pinned memory without blocking, on the current stream: every later use
+        of these device pages (a new owner's writes, a swap-in) is queued behind them on that stream, and
+        PyTorch's pinned-memory cache keeps a host buffer alive until its copy has run."""
+        index = self._tensor(pages)
+        pinned = self.device.type == "cuda"
+        host = {}
+        for name, t in self.kv.items():
+            gathered = t[:, index]
+            if gathered.device.type == "cpu":
+                host[name] = gathered  # already a private host copy
+            else:
+                host[name] = torch.empty(gathered.shape, dtype=t.dtype, pin_memory=pinned)
+                host[name].copy_(gathered, non_blocking=True)
+        seq.host_kv = host
+
+    def swap_in(self, seq: Sequence, pages: list[int]) -> None:
+        """Copy ``seq.host_kv`` into the fresh device ``pages`` (same logical order) and drop the host copy."""
+        if seq.host_kv is None or any(h.shape[1] != len(pages) for h in seq.host_kv.values()):
+            held = None if seq.host_kv is None else {k: h.shape[1] for k, h in seq.host_kv.items()}
+            raise ValueError(f"sequence {seq.seq_id}: host pages {held} do not match {len(pages)} device pages")
+        index = self._tensor(pages)
+        for name, t in self.kv.items():
+            t[:, index] = seq.host_kv[name].to(self.device, non_blocking=True)
+        seq.host_kv = None
+
     # ---------------------------------------------------------------------------------------------- steps
     @torch.inference_mode()
     def run(self, batch: ScheduledBatch) -> torch.Tensor:
@@ -126,8 +154,14 @@ class ModelRunner:
         (``batch.samples``), in batch order."""
         if self.kv is None:
             raise RuntimeError("the KV cache is not allocated: call Engine.wake() after sleep()")
+        # Outside any CUDA graph, in stream order: swap-outs first, as their pages may be taken again in
+        # this step; copy-on-write before swap-ins, so no page a copy reads is overwritten first.
+        for seq, pages in batch.swap_out:
+            self.swap_out(seq, pages)
         if batch.copies:
             self.copy_pages(batch.copies)
+        for seq, pages in batch.swap_in:
+            self.swap_in(seq, pages)
         if batch.is_prefill:
             hidden = self._run_prefill(batch)
         else:

@@ -17,7 +17,8 @@ class PageManager:
     A page may be shared (reference count > 1) by the samples of one prompt. A sequence about to write
     into a shared page first gets a private copy (``prepare_write`` returns the copies for the model
     runner to perform); full shared pages are never written again, so only a partial last page is ever
-    copied.
+    copied. A preempted sequence gives up all its references (``free``) and gets private pages back
+    (``restore``).
     """
 
     def __init__(self, num_pages: int, page_size: int):
@@ -86,6 +87,16 @@ class PageManager:
         for page in parent.page_table:
             self.ref_counts[page] += 1
         child.page_table = parent.page_table.copy()
+
+    def restore(self, seq: Sequence) -> list[int]:
+        """Give a swapped-out ``seq`` (no pages) fresh private pages for its ``num_swapped_pages`` pages;
+        returns them in logical order, for the runner to copy its host pages into. Pages it shared before
+        it left come back as private copies: its siblings may have freed or kept them meanwhile."""
+        if len(seq.page_table):
+            raise ValueError(f"sequence {seq.seq_id} still holds {len(seq.page_table)} pages; restore needs none")
+        for _ in range(seq.num_swapped_pages):
+            seq.page_table.append(self._take())
+        return list(seq.page_table)
 
     def free(self, seq: Sequence) -> None:
         for page in reversed(list(seq.page_table)):

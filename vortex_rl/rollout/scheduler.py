@@ -1,10 +1,12 @@
-"""`Scheduler`: continuous batching with chunked prefill, KV-aware admission and preemption.
+"""`Scheduler`: continuous batching with chunked prefill, KV-aware admission and preemption by swapping.
 
 A step is either a prefill step (continuing chunked prompts, then admitting waiting requests in FIFO
 order within the token budget) or a decode step (one token for every running sequence). Admission
 takes the pages of a whole prompt and keeps one free page per running sequence in reserve, so decoding
-rarely runs out. When it does, the newest sequences are preempted: their pages are freed and they are
-recomputed later from their tokens (prompt + generated so far), so no request is ever lost.
+rarely runs out. When it does, the newest sequences are preempted: their pages are copied to host memory
+(``SwapSpace``) and freed. A decode step that preempted nobody brings swapped sequences back, first out
+first in, and no new request is admitted while any is out; so no request is lost or starved, and a
+resumed sequence continues from exactly the KV it left with.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 from vortex_rl.rollout.config import EngineConfig
 from vortex_rl.rollout.page_manager import PageManager, pages_for
 from vortex_rl.rollout.sequence import Sequence, SequenceStatus
+from vortex_rl.rollout.swap_space import SwapSpace
 
 
 @dataclass
@@ -22,14 +25,19 @@ class ScheduledBatch:
     """One step's work.
 
     ``chunk_lens[i]``: tokens of ``seqs[i]`` computed this step (1 in decode). ``copies``: ``(src, dst)``
-    page copies to make before the forward (copy-on-write). ``samples[i]``: whether ``seqs[i]`` has all
-    its tokens cached after this step and so samples a token (fixed when the batch is made).
+    page copies to make before the forward (copy-on-write). ``swap_out``: ``(seq, pages)``, device pages
+    to copy to ``seq.host_kv`` before anything else (they may be taken again in this very step);
+    ``swap_in``: ``(seq, pages)``, fresh device pages to fill from ``seq.host_kv``. ``samples[i]``:
+    whether ``seqs[i]`` has all its tokens cached after this step and so samples a token (fixed when the
+    batch is made).
     """
 
     is_prefill: bool
     seqs: list[Sequence]
     chunk_lens: list[int]
     copies: list[tuple[int, int]] = field(default_factory=list)
+    swap_out: list[tuple[Sequence, list[int]]] = field(default_factory=list)
+    swap_in: list[tuple[Sequence, list[int]]] = field(default_factory=list)
     samples: list[bool] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -37,9 +45,11 @@ class ScheduledBatch:
 
 
 class Scheduler:
-    def __init__(self, config: EngineConfig, pages: PageManager, eos_token_ids: set[int], max_model_len: int):
+    def __init__(self, config: EngineConfig, pages: PageManager, swap: SwapSpace, eos_token_ids: set[int],
+                 max_model_len: int):
         self.config = config
         self.pages = pages
+        self.swap = swap
         self.eos_token_ids = frozenset(eos_token_ids)
         self.max_model_len = max_model_len
         self.waiting: deque[Sequence] = deque()
@@ -51,14 +61,15 @@ class Scheduler:
         self.waiting.append(seq)
 
     def has_work(self) -> bool:
-        return bool(self.waiting or self.running)
+        return bool(self.waiting or self.running or self.swap)
 
     def abort_all(self) -> None:
-        """Drop every request and free its pages."""
+        """Drop every request, free its pages and its host copy."""
         for seq in self.running:
             self.pages.free(seq)
         self.running.clear()
         self.waiting.clear()
+        self.swap.clear()
 
     def schedule(self) -> ScheduledBatch:
         batch = self._schedule_prefill()
@@ -67,6 +78,7 @@ class Scheduler:
         if not batch.seqs:
             raise RuntimeError(
                 f"scheduler found nothing to run: {len(self.waiting)} waiting, {len(self.running)} running, "
+                f"{len(self.swap)} swapped out, "
                 f"{self.pages.num_free}/{self.pages.num_pages} pages free"
             )
         return batch
@@ -80,7 +92,8 @@ class Scheduler:
                 seqs.append(seq)
                 chunks.append(chunk)
                 budget -= chunk
-        while self.waiting and budget > 0 and self._can_admit(self.waiting[0]):
+        # Swapped-out sequences come back before anything new is admitted.
+        while self.waiting and not self.swap and budget > 0 and self._can_admit(self.waiting[0]):
             seq = self.waiting.popleft()
             seq.status, seq.in_prefill, seq.num_cached_tokens = SequenceStatus.RUNNING, True, 0
             self.pages.prepare_write(seq, len(seq))
@@ -92,34 +105,58 @@ class Scheduler:
         return ScheduledBatch(True, seqs, chunks) if seqs else None
 
     def _can_admit(self, seq: Sequence) -> bool:
-        if len(self.running) + seq.group_size > self.config.max_num_seqs:
+        return self._fits(len(seq), seq.group_size)
+
+    def _fits(self, num_tokens: int, group_size: int) -> bool:
+        """Whether ``group_size`` more sequences, with pages for ``num_tokens`` tokens, may run now."""
+        if len(self.running) + group_size > self.config.max_num_seqs:
             return False
         # Keep a page of headroom for every sequence that will decode, unless nothing else runs.
-        reserve = len(self.running) + seq.group_size if self.running else 0
-        return pages_for(len(seq), self.pages.page_size) + reserve <= self.pages.num_free
+        reserve = len(self.running) + group_size if self.running else 0
+        return pages_for(num_tokens, self.pages.page_size) + reserve <= self.pages.num_free
 
     def _schedule_decode(self) -> ScheduledBatch:
-        seqs, copies = [], []
+        seqs, copies, swap_out = [], [], []
         for seq in [s for s in self.running if not s.in_prefill]:
             if seq.status != SequenceStatus.RUNNING:
                 continue  # preempted earlier in this loop
             while not self.pages.can_write(seq, 1):
                 victim = self.running[-1]
-                self.preempt(victim)
+                swap_out.append(self.preempt(victim))
                 if victim is seq:
                     break
             if seq.status == SequenceStatus.RUNNING:
                 copies += self.pages.prepare_write(seq, 1)
                 seqs.append(seq)
-        return ScheduledBatch(False, seqs, [1] * len(seqs), copies)
+        swap_in = [] if swap_out else self._resume()
+        for seq, _ in swap_in:
+            copies += self.pages.prepare_write(seq, 1)
+            seqs.append(seq)
+        return ScheduledBatch(False, seqs, [1] * len(seqs), copies, swap_out, swap_in)
 
-    def preempt(self, seq: Sequence) -> None:
-        """Free ``seq``'s pages; it is recomputed from its tokens when admitted again (first in line)."""
+    def preempt(self, seq: Sequence) -> tuple[Sequence, list[int]]:
+        """Swap out a decoding ``seq``: free its page references (pages it shares stay with its siblings)
+        and queue it to come back. Returns ``(seq, pages)``: the device pages the runner must copy to host
+        memory before they are used again (all of them, shared ones included)."""
+        if seq.in_prefill or seq.pending_samples:
+            raise ValueError(f"sequence {seq.seq_id} is still in prefill; only decoding sequences are preempted")
+        pages = list(seq.page_table)[: pages_for(seq.num_cached_tokens, self.pages.page_size)]
+        self.swap.push(seq, len(pages))  # raises, before anything changed, when the host cap is reached
         self.running.remove(seq)
         self.pages.free(seq)
-        seq.status, seq.in_prefill, seq.num_cached_tokens = SequenceStatus.WAITING, False, 0
-        self.waiting.appendleft(seq)
         self.num_preemptions += 1
+        return seq, pages
+
+    def _resume(self) -> list[tuple[Sequence, list[int]]]:
+        """Bring swapped-out sequences back onto fresh pages, first out first in, while they fit with the
+        admission reserve. Returns ``(seq, pages)``: the pages to fill from ``seq.host_kv``."""
+        resumed = []
+        while self.swap and self._fits(len(self.swap.peek()), 1):
+            seq = self.swap.pop()
+            seq.status = SequenceStatus.RUNNING
+            self.running.append(seq)
+            resumed.append((seq, self.pages.restore(seq)))
+        return resumed
 
     def complete_step(self, batch: ScheduledBatch) -> list[tuple[int, Sequence]]:
         """Account for the tokens just cached; fork the samples of prompts whose prefill completed.

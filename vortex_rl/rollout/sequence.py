@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vortex_rl.rollout.sampling_params import SamplingParams
+
+if TYPE_CHECKING:
+    import torch
 
 
 class PageTable:
@@ -55,8 +59,9 @@ class PageTable:
 
 
 class SequenceStatus(enum.Enum):
-    WAITING = "waiting"    # holds no pages: not admitted yet, or preempted (recomputed on readmission)
+    WAITING = "waiting"    # not admitted yet: holds no pages
     RUNNING = "running"    # holds pages: prefilling (``in_prefill``) or decoding
+    SWAPPED = "swapped"    # preempted while decoding: its pages are in host memory (``host_kv``)
     FINISHED = "finished"
 
 
@@ -88,7 +93,9 @@ class Sequence:
 
     ``num_cached_tokens`` tokens have K/V in the pages of ``page_table``; a decoding sequence has all
     tokens but the last one cached. ``pending_samples`` are the other samples of the same prompt: they
-    are forked from this one (sharing its prompt pages) when its prompt prefill completes.
+    are forked from this one (sharing its prompt pages) when its prompt prefill completes. While it is
+    swapped out, ``host_kv`` holds its ``num_swapped_pages`` pages in host memory (``ModelRunner``'s
+    cache tensors gathered at its page table: ``{name: [num_layers, num_swapped_pages, ...]}``).
     """
 
     def __init__(self, seq_id: int, prompt_ids: list[int], params: SamplingParams, *, seed: int,
@@ -108,6 +115,8 @@ class Sequence:
         self.top_logprobs: list[dict[int, float]] | None = [] if params.logprobs else None
         self.finish_reason: str | None = None
         self.pending_samples: list[Sequence] = []
+        self.host_kv: dict[str, torch.Tensor] | None = None
+        self.num_swapped_pages = 0
 
     def __len__(self) -> int:
         return len(self.token_ids)

@@ -11,10 +11,11 @@ class EngineStats:
     ----------
     num_pages: KV pages in the cache.
     generated_tokens: tokens sampled.
-    prefill_tokens: tokens run through prefill steps (prompts, and sequences recomputed after
-        preemption; shared prompt pages are computed once).
+    prefill_tokens: tokens run through prefill steps (prompts; shared prompt pages are computed once).
     prefill_steps, decode_steps: forward steps of each kind.
-    preemptions: sequences preempted (their pages freed, recomputed later).
+    preemptions: sequences preempted (their pages swapped out to host memory, swapped in later).
+    swapped_pages: pages copied to host memory by those preemptions (and back when they resume).
+    peak_swapped_pages: most pages held in host memory at once (what ``swap_space_gb`` must hold).
     pages_in_use: pages held now (0 between ``generate`` calls).
     peak_pages: most pages held at once.
     elapsed_s: wall time spent inside ``generate``.
@@ -26,6 +27,8 @@ class EngineStats:
     prefill_steps: int = 0
     decode_steps: int = 0
     preemptions: int = 0
+    swapped_pages: int = 0
+    peak_swapped_pages: int = 0
     pages_in_use: int = 0
     peak_pages: int = 0
     elapsed_s: float = 0.0
