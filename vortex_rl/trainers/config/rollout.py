@@ -32,7 +32,7 @@ class RolloutConfig(EngineConfig):
     """Sampling and the sparse rollout engine.
 
     The engine's own fields (``flow``, ``sparse``, ``max_num_seqs``, ``max_num_batched_tokens``,
-    ``num_pages``, ``kv_cache_memory_gb``, ``gpu_memory_utilization``, ``dtype``, ``enforce_eager``,
+    ``num_pages``, ``kv_cache_memory_gb``, ``gpu_memory_utilization``, ``swap_space_gb``, ``dtype``, ``enforce_eager``,
     ``cuda_graph_batch_sizes``, ``kernel_backend``) are ``vortex_rl.rollout.EngineConfig``'s, documented
     there, and reach the engine unchanged. Three are the run's: ``max_model_len`` (``null`` =
     ``data.max_prompt_length + data.max_response_length``; a larger value is kept), ``device``
