@@ -87,3 +87,18 @@ def test_bad_inputs_raise_clear_errors(make_paged_batch):
         dense_decode_attention(*_args(b), out=torch.empty(1, 4, 32, device=b.q.device))
     with pytest.raises(ValueError, match="num_splits"):
         dense_decode_attention(*_args(b), num_splits=0)
+
+
+@pytest.mark.parametrize("num_splits", [4, 16])
+def test_splits_sized_from_lengths_in_a_wide_table(make_paged_batch, num_splits):
+    """A page table much wider than most requests (as under CUDA graphs): each request spreads its own
+    blocks over the grid's splits; the unused splits are empty states the merge ignores."""
+    b = make_paged_batch([1, 17, 300, 40], q_heads=4, kv_heads=2, head_dim=32, seed=9, device=DEVICE)
+    wide = torch.full((4, 64), -1, dtype=torch.int32, device=b.page_table.device)
+    wide[:, : b.page_table.shape[1]] = b.page_table
+    args = (b.q, b.k_cache, b.v_cache, wide, b.seq_lens)
+    assert_attention_close(dense_decode_attention(*args, num_splits=num_splits), dense_decode_attention_ref(*args),
+                           torch.float32)
+    ids = random_page_ids(b, budget=12, seed=2)
+    assert_attention_close(sparse_decode_attention(*args, ids, num_splits=num_splits),
+                           sparse_decode_attention_ref(*args, ids), torch.float32)

@@ -23,7 +23,8 @@ page table row itself, the sparse one the physical page list: either way the ids
 loaded one step ahead into registers, so no load of a step waits on another load of the same step and
 the software pipeline keeps ``num_stages - 1`` K/V tiles in flight. When ``batch * kv_heads``
 programs cannot fill the GPU, the page list is split across programs and the partial states are merged
-(:mod:`vortex_rl.kernels.split_kv`).
+(:mod:`vortex_rl.kernels.split_kv`): the grid comes from shapes, each request's share of it from its
+length, on the device.
 """
 
 import math
@@ -31,7 +32,7 @@ import math
 import torch
 
 from vortex_rl.kernels._triton import launch, next_pow2, require_triton, tl, triton, unit_stride
-from vortex_rl.kernels.split_kv import choose_num_splits, finish_splits, split_outputs
+from vortex_rl.kernels.split_kv import MAX_SPLITS, MIN_BLOCKS_PER_SPLIT, choose_num_splits, finish_splits, split_outputs
 
 
 def check_decode_inputs(
@@ -187,10 +188,10 @@ def _online_softmax_step(q, k, v, tok_ok, m_i, l_i, acc, sm_scale_log2, DOT_PREC
 @triton.jit
 def _paged_decode_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, page_table_ptr, seq_lens_ptr, pages_ptr, o_ptr, lse_ptr,
-    sm_scale_log2, kv_heads, group, head_dim, num_entries, entries_per_split,
+    sm_scale_log2, kv_heads, group, head_dim, num_entries,
     stride_qb, stride_qh, stride_kp, stride_kh, stride_ks, stride_vp, stride_vh, stride_vs,
     stride_ptb, stride_pb, stride_ph, stride_ob, stride_oh, stride_os, stride_lb, stride_lh, stride_ls,
-    SPARSE: tl.constexpr, PAGE_SIZE: tl.constexpr, PAGES_PER_BLOCK: tl.constexpr,
+    SPARSE: tl.constexpr, PAGE_SIZE: tl.constexpr, PAGES_PER_BLOCK: tl.constexpr, MIN_BLOCKS_PER_SPLIT: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
@@ -203,11 +204,18 @@ def _paged_decode_kernel(
     # the kernel needs to mask tokens: no logical position, no page-table lookup per block.
     last_page = tl.load(page_table_ptr + b * stride_ptb + tl.maximum(n - 1, 0), mask=n > 0, other=-1).to(tl.int32)
     last_fill = seq_len - (n - 1) * PAGE_SIZE
-    start = split * entries_per_split
-    end = tl.minimum(start + entries_per_split, num_entries)
+    # Split-KV sized here, from the request's real length: the grid (num_splits) is fixed by shapes,
+    # and each request spreads its own blocks over as many splits as it has work for; the others
+    # write an empty state (lse -inf), which the merge ignores.
+    width = num_entries
     if not SPARSE:  # the page list is the page table row: stop at the request's last page
-        end = tl.minimum(end, n)
-    end = tl.where(n > 0, end, start)  # an empty request attends to nothing, whatever is listed
+        width = tl.minimum(width, n)
+    blocks = tl.cdiv(width, PAGES_PER_BLOCK)
+    splits = tl.maximum(1, tl.minimum(tl.num_programs(1), tl.cdiv(blocks, MIN_BLOCKS_PER_SPLIT)))
+    per_split = tl.cdiv(blocks, splits) * PAGES_PER_BLOCK  # whole blocks: none straddles two splits
+    start = split * per_split
+    end = tl.minimum(start + per_split, width)
+    end = tl.where((n > 0) & (split < splits), end, start)  # an empty request attends to nothing
 
     g = tl.arange(0, BLOCK_G)
     d = tl.arange(0, BLOCK_D)
@@ -274,26 +282,25 @@ def _launch(q, k_cache, v_cache, page_table, seq_lens, pages, *, sm_scale, num_s
         num_splits = choose_num_splits(batch, kv_heads, num_blocks, q.device)
     if not isinstance(num_splits, int) or num_splits < 1:
         raise ValueError(f"num_splits={num_splits!r} must be a positive int or None (automatic)")
-    num_splits = max(1, min(num_splits, num_blocks))
+    num_splits = max(1, min(num_splits, num_blocks, MAX_SPLITS))
     out, lse, o_t, lse_t = split_outputs(q, num_splits, out, lse)
     if batch == 0 or q_heads == 0:
         return out, lse
     scale = sm_scale if sm_scale is not None else 1.0 / math.sqrt(head_dim)
-    # Split boundaries on whole blocks, so no block straddles two splits.
-    per_split = triton.cdiv(num_blocks, num_splits) * ppb
     launch(
         _paged_decode_kernel, (batch * kv_heads, num_splits),
         q_ptr=q, k_cache_ptr=k_cache, v_cache_ptr=v_cache, page_table_ptr=page_table, seq_lens_ptr=seq_lens,
         pages_ptr=pages, o_ptr=o_t, lse_ptr=lse_t,
         sm_scale_log2=scale * 1.4426950408889634, kv_heads=kv_heads, group=q_heads // kv_heads,
-        head_dim=head_dim, num_entries=num_entries, entries_per_split=per_split,
+        head_dim=head_dim, num_entries=num_entries,
         stride_qb=q.stride(0), stride_qh=q.stride(1),
         stride_kp=k_cache.stride(0), stride_kh=k_cache.stride(1), stride_ks=k_cache.stride(2),
         stride_vp=v_cache.stride(0), stride_vh=v_cache.stride(1), stride_vs=v_cache.stride(2),
         stride_ptb=page_table.stride(0), stride_pb=pages.stride(0), stride_ph=pages.stride(1) if sparse else 0,
         stride_ob=o_t.stride(0), stride_oh=o_t.stride(1), stride_os=o_t.stride(2),
         stride_lb=lse_t.stride(0), stride_lh=lse_t.stride(1), stride_ls=lse_t.stride(2),
-        SPARSE=sparse, PAGE_SIZE=page_size, PAGES_PER_BLOCK=ppb, BLOCK_N=ppb * page_size,
+        SPARSE=sparse, PAGE_SIZE=page_size, PAGES_PER_BLOCK=ppb, MIN_BLOCKS_PER_SPLIT=MIN_BLOCKS_PER_SPLIT,
+        BLOCK_N=ppb * page_size,
         # tl.dot needs at least 16 rows and columns: pad the group and head_dim with masked lanes.
         BLOCK_G=max(16, next_pow2(q_heads // kv_heads)), BLOCK_D=max(16, next_pow2(head_dim)),
         EVEN_D=head_dim == max(16, next_pow2(head_dim)),
@@ -330,7 +337,8 @@ def sparse_decode_attention(
     seq_lens : Tensor ``[batch]`` int32/int64 cached tokens per request.
     pages : Tensor ``[batch, kv_heads, budget]`` int32/int64 physical page ids, ``-1`` skipped anywhere.
     sm_scale : score scale, default ``1 / sqrt(head_dim)``.
-    num_splits : programs per (request, KV head); ``None`` picks from shapes and the SM count.
+    num_splits : programs per (request, KV head) in the grid, at most ``split_kv.MAX_SPLITS``; ``None``
+        picks from shapes and the SM count. Each request uses as many of them as its length fills.
     out, lse : optional contiguous outputs ``[batch, q_heads, head_dim]`` (``q.dtype``) and
         ``[batch, q_heads]`` float32.
 

@@ -2,8 +2,11 @@
 
 Decode attention runs one program per (request, KV head). Fewer programs than streaming
 multiprocessors leave most of the GPU idle, so the page list is cut into ``num_splits`` contiguous
-chunks whose partial states ``(o, lse)`` are merged afterwards. The count depends on shapes and the
-device's SM count only: no host sync, so a decode step stays capturable in a CUDA graph.
+chunks whose partial states ``(o, lse)`` are merged afterwards. The grid's split count depends on
+shapes and the device's SM count only (no host sync, so a decode step stays capturable in a CUDA
+graph); the kernel then sizes each request's splits from its real length (at least
+``MIN_BLOCKS_PER_SPLIT`` blocks each), so a short request in a wide page table takes one or two
+splits instead of piling its pages into the first ones.
 """
 
 from functools import lru_cache
@@ -17,6 +20,9 @@ from vortex_rl.kernels.merge_states import _merge_splits_kernel
 MIN_BLOCKS_PER_SPLIT = 2
 # Programs aimed for per SM when splitting: two co-resident programs keep loads in flight.
 PROGRAMS_PER_SM = 2
+# Most splits of one (request, KV head): the merge reads this many partial states at most, with one
+# compiled width for every batch size.
+MAX_SPLITS = 16
 
 
 @lru_cache(maxsize=None)
@@ -38,7 +44,7 @@ def choose_num_splits(batch: int, kv_heads: int, num_blocks: int, device: torch.
     if programs >= sms:
         return 1
     wanted = -(-PROGRAMS_PER_SM * sms // programs)
-    return max(1, min(wanted, num_blocks // MIN_BLOCKS_PER_SPLIT))
+    return max(1, min(wanted, num_blocks // MIN_BLOCKS_PER_SPLIT, MAX_SPLITS))
 
 
 def check_outputs(q: torch.Tensor, out: torch.Tensor | None, lse: torch.Tensor | None) -> None:
@@ -88,5 +94,5 @@ def finish_splits(out: torch.Tensor, lse: torch.Tensor, o_part: torch.Tensor, ls
         num_splits=num_splits, head_dim=head_dim,
         stride_pr=o_part.stride(0), stride_ps=o_part.stride(1), stride_lr=lse_part.stride(0),
         stride_o=out.stride(0),
-        BLOCK_S=next_pow2(num_splits), BLOCK_D=next_pow2(head_dim),
+        BLOCK_S=MAX_SPLITS, BLOCK_D=next_pow2(head_dim),  # one width for every split count: no recompile
     )
