@@ -133,13 +133,18 @@ def gather_sdpa(prob, i, ids, shape: Shape):
     """Torch sparse attention: gather the listed pages into a small contiguous cache, then SDPA."""
     q = prob["q"][i]
     batch, heads, budget = ids.shape
-    ids = ids.long()
-    phys = prob["page_table"].long().gather(1, ids.clamp(min=0).view(batch, -1)).view(batch, heads, budget)
+    ids = ids.long()  # physical page ids, as the indexer writes them
+    phys = ids.clamp(min=0)
     head = torch.arange(heads, device=q.device)[None, :, None]
     keys = prob["k_cache"][phys, head].reshape(batch, heads, budget * shape.page_size, shape.head_dim)
     values = prob["v_cache"][phys, head].reshape(batch, heads, budget * shape.page_size, shape.head_dim)
-    token = ids[..., None] * shape.page_size + torch.arange(shape.page_size, device=q.device)
-    valid = (ids[..., None] >= 0) & (token < prob["seq_lens"].long()[:, None, None, None])
+    # Every page is full but each request's last one.
+    seq_lens = prob["seq_lens"].long()
+    n = (seq_lens + shape.page_size - 1) // shape.page_size
+    last = prob["page_table"].long().gather(1, (n - 1).clamp(min=0)[:, None]).view(batch, 1, 1, 1)
+    fill = (seq_lens - (n - 1) * shape.page_size).view(batch, 1, 1, 1)
+    slot = torch.arange(shape.page_size, device=q.device)
+    valid = (ids[..., None] >= 0) & ((ids[..., None] != last) | (slot < fill))
     q4 = q.view(batch, heads, shape.q_heads // heads, shape.head_dim)
     o = F.scaled_dot_product_attention(q4, keys, values, attn_mask=valid.view(batch, heads, 1, -1))
     return o.reshape(batch, shape.q_heads, shape.head_dim)

@@ -76,7 +76,7 @@ def make_paged_batch(seq_lens, *, q_heads=4, kv_heads=2, head_dim=16, page_size=
 
 def random_page_ids(batch: PagedBatch, budget: int, *, seed=0) -> torch.Tensor:
     """``[batch, kv_heads, budget]`` int32 on the batch's device: a random subset of each request's
-    logical pages, ``-1`` anywhere."""
+    pages as *physical* ids (the ``pages`` argument of sparse decode attention), ``-1`` anywhere."""
     gen = torch.Generator().manual_seed(seed)
     kv_heads = batch.k_cache.shape[1]
     ids = torch.full((len(batch.num_pages), kv_heads, budget), -1, dtype=torch.int32)
@@ -85,7 +85,14 @@ def random_page_ids(batch: PagedBatch, budget: int, *, seed=0) -> torch.Tensor:
             take = int(torch.randint(1, min(n, budget) + 1, (1,), generator=gen))
             row = torch.cat([torch.randperm(n, generator=gen)[:take], torch.full((budget - take,), -1)])
             ids[b, h] = row[torch.randperm(budget, generator=gen)].to(torch.int32)
-    return ids.to(batch.q.device)
+    return to_physical(batch.page_table.cpu(), ids).to(batch.q.device)
+
+
+def to_physical(page_table: torch.Tensor, logical: torch.Tensor) -> torch.Tensor:
+    """Logical page ids ``[batch, ...]`` to physical ids through ``page_table`` (``-1`` stays ``-1``)."""
+    flat = logical.reshape(logical.shape[0], -1).long()
+    phys = torch.gather(page_table.long(), 1, flat.clamp(min=0))
+    return torch.where(flat >= 0, phys, torch.full_like(phys, -1)).view(logical.shape).to(torch.int32)
 
 
 def naive_attention(q_row, keys, values, token_mask=None):

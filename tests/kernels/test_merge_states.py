@@ -4,7 +4,7 @@ and reference), and split attention merged equals attention over the whole set."
 import pytest
 import torch
 
-from tests.paged_batch import DEVICE, DTYPES, TOL, naive_attention, random_page_ids
+from tests.paged_batch import DEVICE, DTYPES, TOL, naive_attention, random_page_ids, to_physical
 from vortex_rl import sparse
 from vortex_rl.kernels import merge_states_ref, sparse_decode_attention_ref
 from vortex_rl.kernels.merge_states import merge_states
@@ -76,7 +76,7 @@ def test_merging_disjoint_page_sets_gives_their_union(make_paged_batch, impl):
     merge = IMPLS[impl]
     b = make_paged_batch([64, 60], q_heads=4, kv_heads=2, head_dim=64, device=DEVICE)
     ids = random_page_ids(b, budget=4)
-    ids[:] = torch.arange(4, dtype=torch.int32, device=DEVICE)
+    ids[:] = to_physical(b.page_table, torch.arange(4, dtype=torch.int32, device=DEVICE).expand(2, 4))[:, None, :]
     even, odd = ids.clone(), ids.clone()
     even[..., 1::2] = -1
     odd[..., ::2] = -1
@@ -94,8 +94,8 @@ def test_split_attention_merged_equals_naive_attention(make_paged_batch):
     num = torch.tensor(batch.num_pages)
     ids = torch.where(ids[None, :] < num[:, None], ids[None, :], torch.tensor(-1, dtype=torch.int32))
     ids = ids[:, None, :].expand(2, 2, width)
-    even = torch.where(ids % 2 == 0, ids, torch.full_like(ids, -1))
-    odd = torch.where(ids % 2 == 1, ids, torch.full_like(ids, -1))
+    even = to_physical(batch.page_table, torch.where(ids % 2 == 0, ids, torch.full_like(ids, -1)))
+    odd = to_physical(batch.page_table, torch.where(ids % 2 == 1, ids, torch.full_like(ids, -1)))
     args = (batch.q, batch.k_cache, batch.v_cache, batch.page_table, batch.seq_lens)
     o, lse = merge_states_ref(*sparse_decode_attention_ref(*args, even), *sparse_decode_attention_ref(*args, odd))
     for b in range(2):

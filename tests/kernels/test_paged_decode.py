@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from tests.paged_batch import DEVICE, DTYPES, assert_attention_close, random_page_ids
-from vortex_rl.kernels import all_page_ids, dense_decode_attention_ref, sparse_decode_attention_ref
+from vortex_rl.kernels import dense_decode_attention_ref, sparse_decode_attention_ref
+from vortex_rl.kernels.paged_decode import all_pages
 from vortex_rl.kernels.paged_decode import dense_decode_attention, sparse_decode_attention
 
 
@@ -31,7 +32,7 @@ def test_dense_matches_reference(make_paged_batch, dtype, seq_lens):
 def test_sparse_every_page_equals_dense(make_paged_batch):
     """A shuffled list of all pages with -1 between them attends to exactly the dense token set."""
     b = make_paged_batch([17, 50, 5], q_heads=4, kv_heads=2, head_dim=64, device=DEVICE)
-    ids = all_page_ids(b.page_table, b.seq_lens, 2, 16)
+    ids = all_pages(b.page_table, b.seq_lens, 2, 16)
     ids = torch.cat([ids, torch.full_like(ids, -1)], dim=-1)
     gen = torch.Generator().manual_seed(0)
     ids = ids[..., torch.randperm(ids.shape[-1], generator=gen).to(ids.device)]
@@ -52,7 +53,7 @@ def test_split_equals_no_split(make_paged_batch, num_splits):
 def test_empty_page_list_gives_zero_and_minus_inf(make_paged_batch):
     b = make_paged_batch([20, 9], q_heads=2, kv_heads=1, head_dim=64, device=DEVICE)
     ids = torch.full((2, 1, 3), -1, dtype=torch.int32, device=b.q.device)
-    ids[1, 0, 1] = 0
+    ids[1, 0, 1] = b.page_table[1, 0]
     o, lse = sparse_decode_attention(*_args(b), ids, num_splits=2)
     assert torch.equal(o[0], torch.zeros_like(o[0])) and torch.isneginf(lse[0]).all()
     assert_attention_close((o, lse), sparse_decode_attention_ref(*_args(b), ids), torch.float32)
@@ -78,7 +79,7 @@ def test_bad_inputs_raise_clear_errors(make_paged_batch):
     ids = random_page_ids(b, budget=2)
     with pytest.raises(ValueError, match="q_heads"):
         sparse_decode_attention(b.q[:, :3], b.k_cache, b.v_cache, b.page_table, b.seq_lens, ids)
-    with pytest.raises(ValueError, match="page_ids must be"):
+    with pytest.raises(ValueError, match="pages must be"):
         sparse_decode_attention(*_args(b), ids[:, :1])
     with pytest.raises(ValueError, match="share a dtype"):
         dense_decode_attention(b.q.half(), b.k_cache, b.v_cache, b.page_table, b.seq_lens)
@@ -86,3 +87,18 @@ def test_bad_inputs_raise_clear_errors(make_paged_batch):
         dense_decode_attention(*_args(b), out=torch.empty(1, 4, 32, device=b.q.device))
     with pytest.raises(ValueError, match="num_splits"):
         dense_decode_attention(*_args(b), num_splits=0)
+
+
+@pytest.mark.parametrize("num_splits", [4, 16])
+def test_splits_sized_from_lengths_in_a_wide_table(make_paged_batch, num_splits):
+    """A page table much wider than most requests (as under CUDA graphs): each request spreads its own
+    blocks over the grid's splits; the unused splits are empty states the merge ignores."""
+    b = make_paged_batch([1, 17, 300, 40], q_heads=4, kv_heads=2, head_dim=32, seed=9, device=DEVICE)
+    wide = torch.full((4, 64), -1, dtype=torch.int32, device=b.page_table.device)
+    wide[:, : b.page_table.shape[1]] = b.page_table
+    args = (b.q, b.k_cache, b.v_cache, wide, b.seq_lens)
+    assert_attention_close(dense_decode_attention(*args, num_splits=num_splits), dense_decode_attention_ref(*args),
+                           torch.float32)
+    ids = random_page_ids(b, budget=12, seed=2)
+    assert_attention_close(sparse_decode_attention(*args, ids, num_splits=num_splits),
+                           sparse_decode_attention_ref(*args, ids), torch.float32)

@@ -4,6 +4,10 @@ Without Triton, ``triton.jit`` leaves the kernel a plain (never called) function
 raises through :func:`require_triton`.
 """
 
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
 import torch
 
 try:
@@ -54,3 +58,48 @@ def check_same_device(**tensors: torch.Tensor) -> None:
     devices = {name: t.device for name, t in tensors.items()}
     if len(set(devices.values())) > 1:
         raise ValueError(f"tensors must share one device, got {devices}")
+
+
+# ------------------------------------------------------------------------------------------------ launches
+@dataclass(frozen=True)
+class Launch:
+    """One kernel launch as a launcher issued it: the kernel, its grid and its arguments by name
+    (runtime values and compile-time constants, ``num_warps`` / ``num_stages`` included)."""
+
+    kernel: object
+    grid: tuple[int, ...]
+    args: dict
+
+    @property
+    def name(self) -> str:
+        fn = getattr(self.kernel, "fn", self.kernel)
+        return getattr(fn, "__name__", repr(fn))
+
+
+_recorders: list[tuple[list[Launch], bool]] = []
+
+
+@contextmanager
+def record_launches(*, run: bool = True) -> Iterator[list[Launch]]:
+    """Collect every launch the launchers of this package issue inside the block.
+
+    ``run=False`` records without launching, so launchers can be driven with ``meta`` tensors: that is
+    how ``scripts/inspect_kernels.py`` gets the exact arguments to compile ahead of time, and how the
+    tests count the launches of a decode step without a GPU.
+    """
+    launches: list[Launch] = []
+    _recorders.append((launches, run))
+    try:
+        yield launches
+    finally:
+        _recorders.pop()
+
+
+def launch(kernel, grid: tuple[int, ...], **args) -> None:
+    """``kernel[grid](**args)``, seen by :func:`record_launches`."""
+    run = True
+    if _recorders:
+        launches, run = _recorders[-1]
+        launches.append(Launch(kernel, tuple(grid), dict(args)))
+    if run:
+        kernel[tuple(grid)](**args)

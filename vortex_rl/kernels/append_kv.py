@@ -8,7 +8,7 @@ of the ``loc`` contract in :mod:`vortex_rl.kernels.kv_cache`.
 
 import torch
 
-from vortex_rl.kernels._triton import check_same_device, next_pow2, require_triton, tl, triton, unit_stride
+from vortex_rl.kernels._triton import check_same_device, launch, next_pow2, require_triton, tl, triton, unit_stride
 from vortex_rl.kernels.kv_cache import _page_run_end, check_cache_write, update_centroids_ref, write_kv_ref
 
 
@@ -89,13 +89,15 @@ def append_kv_and_centroids(
     check_same_device(k=k, centroids=centroids)
     if k.shape[0] == 0:
         return
-    k, v, loc = k.contiguous(), v.contiguous(), unit_stride(loc)
-    _append_kv_centroids_kernel[(k.shape[0], kv_heads)](
-        k, v, k_cache, v_cache, centroids, loc,
-        k.shape[0], head_dim,
-        k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-        *k_cache.stride()[:3], *v_cache.stride()[:3],
-        centroids.stride(0), centroids.stride(1),
+    k, v, loc = unit_stride(k), unit_stride(v), unit_stride(loc)  # strided rows of a qkv output need no copy
+    launch(
+        _append_kv_centroids_kernel, (k.shape[0], kv_heads),
+        k_ptr=k, v_ptr=v, k_cache_ptr=k_cache, v_cache_ptr=v_cache, centroids_ptr=centroids, loc_ptr=loc,
+        num_tokens=k.shape[0], head_dim=head_dim,
+        stride_kt=k.stride(0), stride_kh=k.stride(1), stride_vt=v.stride(0), stride_vh=v.stride(1),
+        stride_kcp=k_cache.stride(0), stride_kch=k_cache.stride(1), stride_kcs=k_cache.stride(2),
+        stride_vcp=v_cache.stride(0), stride_vch=v_cache.stride(1), stride_vcs=v_cache.stride(2),
+        stride_cp=centroids.stride(0), stride_ch=centroids.stride(1),
         PAGE_SIZE=page_size, BLOCK_D=next_pow2(head_dim),
     )
 

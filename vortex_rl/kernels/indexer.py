@@ -1,8 +1,8 @@
 """Fused page selection of the ``block_sparse_attention`` flow: centroid scores, top-k, sink and local pages.
 
 One program per (request, KV head) scores every page of the request by the mean over its GQA group
-of ``q . centroid`` (equal to the group-averaged query's score), and writes the chosen logical page
-ids in ascending order.
+of ``q . centroid`` (equal to the group-averaged query's score), and writes the *physical* ids of the
+chosen pages in ascending logical order (the ``pages`` argument of sparse decode attention).
 
 Top-k without sorting: a score's fp32 bits map to an integer key with the same order (negative floats
 have their magnitude bits flipped), and a 32-step bitwise search finds the largest threshold ``T`` with
@@ -20,6 +20,7 @@ import torch
 from vortex_rl.kernels._triton import (
     check_int_tensor,
     check_same_device,
+    launch,
     next_pow2,
     require_triton,
     tl,
@@ -88,10 +89,17 @@ def _block_sparse_indexer_kernel(
     # query head with tl.dot and averaging after equals scoring the mean query, and a dot lets the
     # compiler pipeline the centroid loads.
     scores_row = scores_ptr + row.to(tl.int64) * BLOCK_N
-    for p0 in range(0, tl.where(fits, 0, n), BLOCK_P):
+    table_row = page_table_ptr + b * stride_ptb
+    n_scored = tl.where(fits, 0, n)
+    # The next block's physical ids are loaded one step ahead, into registers, so the centroid loads
+    # of a step wait on no page-table load of that step and the pipeliner can overlap them.
+    p = tl.arange(0, BLOCK_P)
+    next_phys = tl.load(table_row + p, mask=p < n_scored, other=0).to(tl.int64)
+    for p0 in range(0, n_scored, BLOCK_P):
         p = p0 + tl.arange(0, BLOCK_P)
         p_ok = p < n
-        phys = tl.load(page_table_ptr + b * stride_ptb + p, mask=p_ok, other=0).to(tl.int64)
+        phys = next_phys
+        next_phys = tl.load(table_row + p + BLOCK_P, mask=p + BLOCK_P < n_scored, other=0).to(tl.int64)
         c = tl.load(centroids_ptr + phys[:, None] * stride_cp + h * stride_ch + d[None, :],
                     mask=p_ok[:, None] & d_ok[None, :], other=0.0)
         per_head = tl.dot(c, tl.trans(q), input_precision=DOT_PRECISION)  # [BLOCK_P, BLOCK_G]
@@ -109,7 +117,9 @@ def _block_sparse_indexer_kernel(
     chosen_i = chosen.to(tl.int32)
     slot = tl.cumsum(chosen_i, axis=0) - 1  # ascending page ids, valid entries first
     out_row = out_ptr + b * stride_ob + h * stride_oh
-    tl.store(out_row + slot, idx, mask=chosen & (slot < max_budget))
+    # Physical ids, so the attention kernel reads no page table in its loop.
+    phys_out = tl.load(page_table_ptr + b * stride_ptb + idx, mask=chosen, other=-1)
+    tl.store(out_row + slot, phys_out.to(tl.int32), mask=chosen & (slot < max_budget))
     j = tl.arange(0, BLOCK_B)
     tl.store(out_row + j, tl.full([BLOCK_B], -1, tl.int32), mask=(j >= tl.sum(chosen_i, axis=0)) & (j < max_budget))
 
@@ -164,7 +174,7 @@ def block_sparse_indexer(
     page_size: int | None = None,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Logical pages each (request, KV head) attends to under ``block_sparse_attention`` (one launch).
+    """Physical pages each (request, KV head) attends to under ``block_sparse_attention`` (one launch).
 
     Parameters
     ----------
@@ -180,9 +190,10 @@ def block_sparse_indexer(
 
     Returns
     -------
-    Tensor ``[batch, kv_heads, max_budget]`` int32: all ``n`` pages ``0..n-1`` when ``n <= budget``;
-    else sink pages, the ``budget - sink - local`` best-scoring pages among ``[sink, n - local)``, and
-    local pages; in ascending order, ``-1`` padding after.
+    Tensor ``[batch, kv_heads, max_budget]`` int32 physical page ids (``page_table`` entries) of: all
+    ``n`` logical pages ``0..n-1`` when ``n <= budget``; else the sink pages, the ``budget - sink - local``
+    best-scoring pages among ``[sink, n - local)``, and the local pages; in ascending logical order,
+    ``-1`` padding after.
     """
     require_triton("block_sparse_indexer")
     _check_indexer_inputs(q, centroids, page_table, seq_lens, budgets, sink_pages, local_pages, max_budget, page_size)
@@ -198,11 +209,15 @@ def block_sparse_indexer(
     block_n = next_pow2(max_pages)
     block_d = max(16, next_pow2(head_dim))  # tl.dot needs 16 rows and columns at least
     scores = torch.empty(batch * kv_heads, block_n, dtype=torch.float32, device=q.device)
-    _block_sparse_indexer_kernel[(batch * kv_heads,)](
-        q, centroids, page_table, seq_lens, budgets, out, scores,
-        kv_heads, q_heads // kv_heads, head_dim, max_pages, max_budget, sink_pages, local_pages,
-        q.stride(0), q.stride(1), centroids.stride(0), centroids.stride(1), page_table.stride(0),
-        out.stride(0), out.stride(1),
+    launch(
+        _block_sparse_indexer_kernel, (batch * kv_heads,),
+        q_ptr=q, centroids_ptr=centroids, page_table_ptr=page_table, seq_lens_ptr=seq_lens, budgets_ptr=budgets,
+        out_ptr=out, scores_ptr=scores,
+        kv_heads=kv_heads, group=q_heads // kv_heads, head_dim=head_dim, max_pages=max_pages,
+        max_budget=max_budget, sink_pages=sink_pages, local_pages=local_pages,
+        stride_qb=q.stride(0), stride_qh=q.stride(1), stride_cp=centroids.stride(0),
+        stride_ch=centroids.stride(1), stride_ptb=page_table.stride(0), stride_ob=out.stride(0),
+        stride_oh=out.stride(1),
         PAGE_SIZE=page_size or 0, BLOCK_P=max(16, 8192 // block_d), BLOCK_N=block_n,
         BLOCK_B=next_pow2(max_budget), BLOCK_G=max(16, next_pow2(q_heads // kv_heads)), BLOCK_D=block_d,
         EVEN_D=head_dim == block_d, DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
@@ -250,7 +265,9 @@ def block_sparse_indexer_ref(
 
     # Chosen ids in ascending order first: sort by (not chosen, page id).
     order = torch.where(chosen, idx, idx + max_pages).sort(dim=-1).values
-    ids = torch.where(order < max_pages, order, torch.full_like(order, -1))
+    listed = order < max_pages
+    phys = torch.gather(page_table.long(), 1, order.clamp(max=max_pages - 1).view(batch, -1)).view(order.shape)
+    ids = torch.where(listed, phys, torch.full_like(phys, -1))
     if max_pages < max_budget:
         ids = torch.nn.functional.pad(ids, (0, max_budget - max_pages), value=-1)
     return ids[..., :max_budget].to(torch.int32).contiguous()

@@ -14,6 +14,7 @@ import torch
 from vortex_rl.kernels._triton import (
     check_int_tensor,
     check_same_device,
+    launch,
     next_pow2,
     require_triton,
     tl,
@@ -195,13 +196,15 @@ def write_kv(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: t
         raise ValueError(f"k_cache {tuple(k_cache.shape)} and v_cache {tuple(v_cache.shape)} differ in shape")
     if k.shape[0] == 0:
         return
-    k, v, loc = k.contiguous(), v.contiguous(), unit_stride(loc)
+    k, v, loc = unit_stride(k), unit_stride(v), unit_stride(loc)
     _, kv_heads, page_size, head_dim = k_cache.shape
-    _write_kv_kernel[(k.shape[0],)](
-        k, v, k_cache, v_cache, loc,
-        k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-        *k_cache.stride()[:3], *v_cache.stride()[:3],
-        kv_heads, head_dim,
+    launch(
+        _write_kv_kernel, (k.shape[0],),
+        k_ptr=k, v_ptr=v, k_cache_ptr=k_cache, v_cache_ptr=v_cache, loc_ptr=loc,
+        stride_kt=k.stride(0), stride_kh=k.stride(1), stride_vt=v.stride(0), stride_vh=v.stride(1),
+        stride_kcp=k_cache.stride(0), stride_kch=k_cache.stride(1), stride_kcs=k_cache.stride(2),
+        stride_vcp=v_cache.stride(0), stride_vch=v_cache.stride(1), stride_vcs=v_cache.stride(2),
+        num_heads=kv_heads, head_dim=head_dim,
         PAGE_SIZE=page_size, BLOCK_H=next_pow2(kv_heads), BLOCK_D=next_pow2(head_dim),
     )
 
@@ -238,9 +241,11 @@ def pool_pages(x_cache: torch.Tensor, out: torch.Tensor, loc: torch.Tensor, *, p
     if loc.numel() == 0:
         return
     loc = unit_stride(loc)
-    _pool_pages_kernel[(loc.shape[0], kv_heads)](
-        x_cache, out, loc,
-        loc.shape[0], head_dim,
-        *x_cache.stride()[:3], out.stride(0), out.stride(1),
+    launch(
+        _pool_pages_kernel, (loc.shape[0], kv_heads),
+        x_ptr=x_cache, out_ptr=out, loc_ptr=loc,
+        num_tokens=loc.shape[0], head_dim=head_dim,
+        stride_xp=x_cache.stride(0), stride_xh=x_cache.stride(1), stride_xs=x_cache.stride(2),
+        stride_op=out.stride(0), stride_oh=out.stride(1),
         PAGE_SIZE=page_size, POOL=_POOL_CODE[pool], BLOCK_D=next_pow2(head_dim),
     )

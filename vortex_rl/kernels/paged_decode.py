@@ -8,24 +8,31 @@ Layout shared by every decode kernel in this package:
   in physical page ``page_table[b, t // page_size]`` at slot ``t % page_size``.
 - ``page_table``: ``[batch, max_pages]`` int32, physical page ids in logical order, ``-1`` padding.
 - ``seq_lens``: ``[batch]`` int32, tokens in the cache per request (the query's own token included).
-- ``page_ids``: ``[batch, kv_heads, budget]`` int32, *logical* page indices (positions in the request's
-  page table) to attend to per (request, KV head); ``-1`` entries are skipped wherever they stand.
+- ``pages``: ``[batch, kv_heads, budget]`` int32, *physical* page ids to attend to per (request, KV
+  head), as the indexers write them; ``-1`` entries are skipped wherever they stand. Every page is
+  full except the request's last, ``page_table[b, ceil(seq_lens[b] / page_size) - 1]``, whose first
+  ``seq_lens[b] - (num_pages - 1) * page_size`` slots are valid; so the kernel never reads the page
+  table inside its loop.
 
 Outputs are ``o: [batch, q_heads, head_dim]`` (dtype of ``q``) and ``lse: [batch, q_heads]`` float32,
 the natural-log log-sum-exp of the scaled scores (``-inf`` when no token is attended).
 
 The Triton kernel packs the query heads of a GQA group into the rows of one ``tl.dot`` tile and walks
-the page list in blocks of whole pages with an online softmax (fp32 state). When ``batch * kv_heads``
+the page list in blocks of whole pages with an online softmax (fp32 state). The dense kernel walks the
+page table row itself, the sparse one the physical page list: either way the ids of the next block are
+loaded one step ahead into registers, so no load of a step waits on another load of the same step and
+the software pipeline keeps ``num_stages - 1`` K/V tiles in flight. When ``batch * kv_heads``
 programs cannot fill the GPU, the page list is split across programs and the partial states are merged
-(:mod:`vortex_rl.kernels.split_kv`).
+(:mod:`vortex_rl.kernels.split_kv`): the grid comes from shapes, each request's share of it from its
+length, on the device.
 """
 
 import math
 
 import torch
 
-from vortex_rl.kernels._triton import next_pow2, require_triton, tl, triton, unit_stride
-from vortex_rl.kernels.split_kv import choose_num_splits, finish_splits, split_outputs
+from vortex_rl.kernels._triton import launch, next_pow2, require_triton, tl, triton, unit_stride
+from vortex_rl.kernels.split_kv import MAX_SPLITS, MIN_BLOCKS_PER_SPLIT, choose_num_splits, finish_splits, split_outputs
 
 
 def check_decode_inputs(
@@ -34,7 +41,7 @@ def check_decode_inputs(
     v_cache: torch.Tensor,
     page_table: torch.Tensor,
     seq_lens: torch.Tensor,
-    page_ids: torch.Tensor | None = None,
+    pages: torch.Tensor | None = None,
 ) -> None:
     """Raise ``ValueError`` naming the offending argument when shapes or dtypes do not fit."""
     if q.dim() != 3:
@@ -61,13 +68,13 @@ def check_decode_inputs(
     for name, t in (("page_table", page_table), ("seq_lens", seq_lens)):
         if t.dtype not in (torch.int32, torch.int64):
             raise ValueError(f"{name} must be int32 or int64, got {t.dtype}")
-    if page_ids is not None:
-        if page_ids.dim() != 3 or page_ids.shape[:2] != (batch, kv_heads):
+    if pages is not None:
+        if pages.dim() != 3 or pages.shape[:2] != (batch, kv_heads):
             raise ValueError(
-                f"page_ids must be [batch={batch}, kv_heads={kv_heads}, budget], got {tuple(page_ids.shape)}"
+                f"pages must be [batch={batch}, kv_heads={kv_heads}, budget], got {tuple(pages.shape)}"
             )
-        if page_ids.dtype not in (torch.int32, torch.int64):
-            raise ValueError(f"page_ids must be int32 or int64, got {page_ids.dtype}")
+        if pages.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"pages must be int32 or int64, got {pages.dtype}")
 
 
 def all_page_ids(page_table: torch.Tensor, seq_lens: torch.Tensor, kv_heads: int, page_size: int) -> torch.Tensor:
@@ -82,38 +89,59 @@ def all_page_ids(page_table: torch.Tensor, seq_lens: torch.Tensor, kv_heads: int
     return ids[:, None, :].expand(batch, kv_heads, max_pages).contiguous()
 
 
+def all_pages(page_table: torch.Tensor, seq_lens: torch.Tensor, kv_heads: int, page_size: int) -> torch.Tensor:
+    """Physical ids of every page of every request in logical order, ``-1`` past the last page.
+
+    Returns ``[batch, kv_heads, max_pages]`` int32: the ``pages`` argument that makes sparse decode dense.
+    """
+    batch, max_pages = page_table.shape
+    logical = torch.arange(max_pages, device=page_table.device, dtype=torch.int32).expand(batch, max_pages)
+    num_pages = (seq_lens.to(torch.int32) + page_size - 1) // page_size
+    pages = torch.where(logical < num_pages[:, None], page_table.to(torch.int32), torch.full_like(logical, -1))
+    return pages[:, None, :].expand(batch, kv_heads, max_pages).contiguous()
+
+
+def _token_mask(pages: torch.Tensor, page_table: torch.Tensor, seq_lens: torch.Tensor, page_size: int) -> torch.Tensor:
+    """``[batch, kv_heads, budget, page_size]`` bool: the valid tokens of listed physical pages."""
+    batch = pages.shape[0]
+    seq_lens = seq_lens.long()
+    n = (seq_lens + page_size - 1) // page_size
+    last_page = torch.gather(page_table.long(), 1, (n - 1).clamp(min=0)[:, None])[:, 0]
+    last_page = torch.where(n > 0, last_page, torch.full_like(last_page, -1)).view(batch, 1, 1, 1)
+    last_fill = (seq_lens - (n - 1) * page_size).view(batch, 1, 1, 1)
+    slot = torch.arange(page_size, device=pages.device)
+    full = (pages[..., None] != last_page) | (slot < last_fill)
+    return (pages >= 0)[..., None] & full & (n > 0).view(batch, 1, 1, 1)
+
+
 def sparse_decode_attention_ref(
     q: torch.Tensor,
     k_cache: torch.Tensor,
     v_cache: torch.Tensor,
     page_table: torch.Tensor,
     seq_lens: torch.Tensor,
-    page_ids: torch.Tensor,
+    pages: torch.Tensor,
     *,
     sm_scale: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode attention restricted to a per-(request, KV head) list of logical pages (fp32 math).
+    """Decode attention restricted to a per-(request, KV head) list of physical pages (fp32 math).
 
     Returns ``(o, lse)``: ``o`` ``[batch, q_heads, head_dim]`` in ``q.dtype``, ``lse`` ``[batch, q_heads]``
     float32 (natural log). A page listed twice is attended twice; callers pass sets.
     """
-    check_decode_inputs(q, k_cache, v_cache, page_table, seq_lens, page_ids)
+    check_decode_inputs(q, k_cache, v_cache, page_table, seq_lens, pages)
     batch, q_heads, head_dim = q.shape
     kv_heads, page_size = k_cache.shape[1], k_cache.shape[2]
     group = q_heads // kv_heads
-    budget = page_ids.shape[-1]
+    budget = pages.shape[-1]
     scale = sm_scale if sm_scale is not None else 1.0 / math.sqrt(head_dim)
 
-    page_ids = page_ids.long()
-    listed = page_ids >= 0
-    logical = page_ids.clamp(min=0)
-    physical = torch.gather(page_table.long(), 1, logical.view(batch, -1)).view(batch, kv_heads, budget)
-    physical = physical.clamp(min=0)
+    pages = pages.long()
+    physical = pages.clamp(min=0)
     head = torch.arange(kv_heads, device=q.device)[None, :, None]
     keys = k_cache[physical, head].float()  # [batch, kv_heads, budget, page_size, head_dim]
     values = v_cache[physical, head].float()
-    token = logical[..., None] * page_size + torch.arange(page_size, device=q.device)
-    valid = listed[..., None] & (token < seq_lens.long()[:, None, None, None])  # [b, kv, budget, ps]
+    valid = _token_mask(pages, page_table, seq_lens, page_size)  # [b, kv, budget, ps]
 
     qg = q.float().view(batch, kv_heads, group, head_dim)
     keys = keys.reshape(batch, kv_heads, budget * page_size, head_dim)
@@ -138,8 +166,8 @@ def dense_decode_attention_ref(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode attention over every cached token of each request. Same outputs as the sparse reference."""
     check_decode_inputs(q, k_cache, v_cache, page_table, seq_lens)
-    ids = all_page_ids(page_table, seq_lens, k_cache.shape[1], k_cache.shape[2])
-    return sparse_decode_attention_ref(q, k_cache, v_cache, page_table, seq_lens, ids, sm_scale=sm_scale)
+    pages = all_pages(page_table, seq_lens, k_cache.shape[1], k_cache.shape[2])
+    return sparse_decode_attention_ref(q, k_cache, v_cache, page_table, seq_lens, pages, sm_scale=sm_scale)
 
 
 # ------------------------------------------------------------------------------------------------- kernel
@@ -159,11 +187,11 @@ def _online_softmax_step(q, k, v, tok_ok, m_i, l_i, acc, sm_scale_log2, DOT_PREC
 
 @triton.jit
 def _paged_decode_kernel(
-    q_ptr, k_cache_ptr, v_cache_ptr, page_table_ptr, seq_lens_ptr, page_ids_ptr, o_ptr, lse_ptr,
-    sm_scale_log2, kv_heads, group, head_dim, num_entries, entries_per_split,
+    q_ptr, k_cache_ptr, v_cache_ptr, page_table_ptr, seq_lens_ptr, pages_ptr, o_ptr, lse_ptr,
+    sm_scale_log2, kv_heads, group, head_dim, num_entries,
     stride_qb, stride_qh, stride_kp, stride_kh, stride_ks, stride_vp, stride_vh, stride_vs,
-    stride_ptb, stride_idb, stride_idh, stride_ob, stride_oh, stride_os, stride_lb, stride_lh, stride_ls,
-    SPARSE: tl.constexpr, PAGE_SIZE: tl.constexpr, PAGES_PER_BLOCK: tl.constexpr,
+    stride_ptb, stride_pb, stride_ph, stride_ob, stride_oh, stride_os, stride_lb, stride_lh, stride_ls,
+    SPARSE: tl.constexpr, PAGE_SIZE: tl.constexpr, PAGES_PER_BLOCK: tl.constexpr, MIN_BLOCKS_PER_SPLIT: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
@@ -171,10 +199,23 @@ def _paged_decode_kernel(
     h = tl.program_id(0) % kv_heads
     split = tl.program_id(1)
     seq_len = tl.load(seq_lens_ptr + b).to(tl.int32)
-    start = split * entries_per_split
-    end = tl.minimum(start + entries_per_split, num_entries)
-    if not SPARSE:  # entries are the logical pages themselves: stop at the request's last page
-        end = tl.minimum(end, (seq_len + PAGE_SIZE - 1) // PAGE_SIZE)
+    n = (seq_len + PAGE_SIZE - 1) // PAGE_SIZE
+    # Every page but the request's last is full, so one scalar (the last page's physical id) is all
+    # the kernel needs to mask tokens: no logical position, no page-table lookup per block.
+    last_page = tl.load(page_table_ptr + b * stride_ptb + tl.maximum(n - 1, 0), mask=n > 0, other=-1).to(tl.int32)
+    last_fill = seq_len - (n - 1) * PAGE_SIZE
+    # Split-KV sized here, from the request's real length: the grid (num_splits) is fixed by shapes,
+    # and each request spreads its own blocks over as many splits as it has work for; the others
+    # write an empty state (lse -inf), which the merge ignores.
+    width = num_entries
+    if not SPARSE:  # the page list is the page table row: stop at the request's last page
+        width = tl.minimum(width, n)
+    blocks = tl.cdiv(width, PAGES_PER_BLOCK)
+    splits = tl.maximum(1, tl.minimum(tl.num_programs(1), tl.cdiv(blocks, MIN_BLOCKS_PER_SPLIT)))
+    per_split = tl.cdiv(blocks, splits) * PAGES_PER_BLOCK  # whole blocks: none straddles two splits
+    start = split * per_split
+    end = tl.minimum(start + per_split, width)
+    end = tl.where((n > 0) & (split < splits), end, start)  # an empty request attends to nothing
 
     g = tl.arange(0, BLOCK_G)
     d = tl.arange(0, BLOCK_D)
@@ -184,21 +225,23 @@ def _paged_decode_kernel(
     slot = t % PAGE_SIZE
     k_base = k_cache_ptr + h * stride_kh + slot[:, None] * stride_ks + d[None, :]
     v_base = v_cache_ptr + h * stride_vh + slot[:, None] * stride_vs + d[None, :]
+    row = pages_ptr + b * stride_pb + h * stride_ph
     m_i = tl.full([BLOCK_G], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_G], tl.float32)
     acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
+    # The next block's page ids are loaded one step ahead, into registers: the K/V addresses of a
+    # step then depend on no load of that step, so the pipeliner can keep several K/V tiles in flight.
+    entry = start + t // PAGE_SIZE
+    next_pages = tl.load(row + entry, mask=entry < end, other=-1).to(tl.int32)
     for e0 in range(start, end, PAGES_PER_BLOCK):
-        entry = e0 + t // PAGE_SIZE
-        if SPARSE:
-            ids_ptr = page_ids_ptr + b * stride_idb + h * stride_idh + entry
-            logical = tl.load(ids_ptr, mask=entry < end, other=-1).to(tl.int32)
-        else:
-            logical = tl.where(entry < end, entry, -1)
-        tok_ok = (logical >= 0) & (logical * PAGE_SIZE + slot < seq_len)
-        phys = tl.load(page_table_ptr + b * stride_ptb + logical, mask=tok_ok, other=0).to(tl.int64)
+        phys = next_pages
+        entry = e0 + PAGES_PER_BLOCK + t // PAGE_SIZE
+        next_pages = tl.load(row + entry, mask=entry < end, other=-1).to(tl.int32)
+        tok_ok = (phys >= 0) & ((phys != last_page) | (slot < last_fill))
         kv_mask = tok_ok[:, None] & ((d < head_dim) | EVEN_D)[None, :]
-        k = tl.load(k_base + phys[:, None] * stride_kp, mask=kv_mask, other=0.0)
-        v = tl.load(v_base + phys[:, None] * stride_vp, mask=kv_mask, other=0.0)
+        offset = tl.where(tok_ok, phys, 0).to(tl.int64)
+        k = tl.load(k_base + offset[:, None] * stride_kp, mask=kv_mask, other=0.0)
+        v = tl.load(v_base + offset[:, None] * stride_vp, mask=kv_mask, other=0.0)
         m_i, l_i, acc = _online_softmax_step(q, k, v, tok_ok, m_i, l_i, acc, sm_scale_log2, DOT_PRECISION)
 
     l_safe = tl.where(l_i > 0, l_i, 1.0)
@@ -218,7 +261,7 @@ def _launch_config(page_size: int, head_dim: int, elem_bytes: int) -> tuple[int,
     return max(1, tokens // page_size), num_stages
 
 
-def _launch(q, k_cache, v_cache, page_table, seq_lens, page_ids, *, sm_scale, num_splits, out, lse):
+def _launch(q, k_cache, v_cache, page_table, seq_lens, pages, *, sm_scale, num_splits, out, lse):
     require_triton("decode attention")
     batch, q_heads, head_dim = q.shape
     _, kv_heads, page_size, _ = k_cache.shape
@@ -229,30 +272,35 @@ def _launch(q, k_cache, v_cache, page_table, seq_lens, page_ids, *, sm_scale, nu
             f"k_cache and v_cache need a unit stride in head_dim, got strides {k_cache.stride()}, {v_cache.stride()}"
         )
     q, page_table, seq_lens = unit_stride(q), unit_stride(page_table), unit_stride(seq_lens)
-    sparse = page_ids is not None
-    page_ids = unit_stride(page_ids) if sparse else None
-    num_entries = page_ids.shape[-1] if sparse else page_table.shape[1]
+    sparse = pages is not None
+    # Dense attention walks the page table row: the same physical page list, shared by the KV heads.
+    pages = unit_stride(pages) if sparse else page_table
+    num_entries = pages.shape[-1]
     ppb, num_stages = _launch_config(page_size, head_dim, k_cache.element_size())
     num_blocks = triton.cdiv(num_entries, ppb)
     if num_splits is None:
         num_splits = choose_num_splits(batch, kv_heads, num_blocks, q.device)
     if not isinstance(num_splits, int) or num_splits < 1:
         raise ValueError(f"num_splits={num_splits!r} must be a positive int or None (automatic)")
-    num_splits = max(1, min(num_splits, num_blocks))
+    num_splits = max(1, min(num_splits, num_blocks, MAX_SPLITS))
     out, lse, o_t, lse_t = split_outputs(q, num_splits, out, lse)
     if batch == 0 or q_heads == 0:
         return out, lse
     scale = sm_scale if sm_scale is not None else 1.0 / math.sqrt(head_dim)
-    ids = page_ids if sparse else page_table  # a valid pointer; the dense kernel never reads it
-    # Split boundaries on whole blocks, so no block straddles two splits.
-    per_split = triton.cdiv(num_blocks, num_splits) * ppb
-    _paged_decode_kernel[(batch * kv_heads, num_splits)](
-        q, k_cache, v_cache, page_table, seq_lens, ids, o_t, lse_t,
-        scale * 1.4426950408889634, kv_heads, q_heads // kv_heads, head_dim, num_entries, per_split,
-        q.stride(0), q.stride(1), *k_cache.stride()[:3], *v_cache.stride()[:3],
-        page_table.stride(0), ids.stride(0), ids.stride(1) if sparse else 0,
-        *o_t.stride()[:3], *lse_t.stride(),
-        SPARSE=sparse, PAGE_SIZE=page_size, PAGES_PER_BLOCK=ppb, BLOCK_N=ppb * page_size,
+    launch(
+        _paged_decode_kernel, (batch * kv_heads, num_splits),
+        q_ptr=q, k_cache_ptr=k_cache, v_cache_ptr=v_cache, page_table_ptr=page_table, seq_lens_ptr=seq_lens,
+        pages_ptr=pages, o_ptr=o_t, lse_ptr=lse_t,
+        sm_scale_log2=scale * 1.4426950408889634, kv_heads=kv_heads, group=q_heads // kv_heads,
+        head_dim=head_dim, num_entries=num_entries,
+        stride_qb=q.stride(0), stride_qh=q.stride(1),
+        stride_kp=k_cache.stride(0), stride_kh=k_cache.stride(1), stride_ks=k_cache.stride(2),
+        stride_vp=v_cache.stride(0), stride_vh=v_cache.stride(1), stride_vs=v_cache.stride(2),
+        stride_ptb=page_table.stride(0), stride_pb=pages.stride(0), stride_ph=pages.stride(1) if sparse else 0,
+        stride_ob=o_t.stride(0), stride_oh=o_t.stride(1), stride_os=o_t.stride(2),
+        stride_lb=lse_t.stride(0), stride_lh=lse_t.stride(1), stride_ls=lse_t.stride(2),
+        SPARSE=sparse, PAGE_SIZE=page_size, PAGES_PER_BLOCK=ppb, MIN_BLOCKS_PER_SPLIT=MIN_BLOCKS_PER_SPLIT,
+        BLOCK_N=ppb * page_size,
         # tl.dot needs at least 16 rows and columns: pad the group and head_dim with masked lanes.
         BLOCK_G=max(16, next_pow2(q_heads // kv_heads)), BLOCK_D=max(16, next_pow2(head_dim)),
         EVEN_D=head_dim == max(16, next_pow2(head_dim)),
@@ -270,14 +318,14 @@ def sparse_decode_attention(
     v_cache: torch.Tensor,
     page_table: torch.Tensor,
     seq_lens: torch.Tensor,
-    page_ids: torch.Tensor,
+    pages: torch.Tensor,
     *,
     sm_scale: float | None = None,
     num_splits: int | None = None,
     out: torch.Tensor | None = None,
     lse: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode attention over per-(request, KV head) lists of logical pages (Triton, fp32 accumulation).
+    """Decode attention over per-(request, KV head) lists of physical pages (Triton, fp32 accumulation).
 
     Same semantics as :func:`sparse_decode_attention_ref`; layouts in the module docstring.
 
@@ -287,9 +335,10 @@ def sparse_decode_attention(
     k_cache, v_cache : Tensor ``[num_pages, kv_heads, page_size, head_dim]``.
     page_table : Tensor ``[batch, max_pages]`` int32/int64 physical page ids.
     seq_lens : Tensor ``[batch]`` int32/int64 cached tokens per request.
-    page_ids : Tensor ``[batch, kv_heads, budget]`` int32/int64 logical pages, ``-1`` skipped anywhere.
+    pages : Tensor ``[batch, kv_heads, budget]`` int32/int64 physical page ids, ``-1`` skipped anywhere.
     sm_scale : score scale, default ``1 / sqrt(head_dim)``.
-    num_splits : programs per (request, KV head); ``None`` picks from shapes and the SM count.
+    num_splits : programs per (request, KV head) in the grid, at most ``split_kv.MAX_SPLITS``; ``None``
+        picks from shapes and the SM count. Each request uses as many of them as its length fills.
     out, lse : optional contiguous outputs ``[batch, q_heads, head_dim]`` (``q.dtype``) and
         ``[batch, q_heads]`` float32.
 
@@ -297,8 +346,8 @@ def sparse_decode_attention(
     -------
     ``(o, lse)``: ``o`` ``[batch, q_heads, head_dim]``, ``lse`` ``[batch, q_heads]`` float32 natural log.
     """
-    check_decode_inputs(q, k_cache, v_cache, page_table, seq_lens, page_ids)
-    return _launch(q, k_cache, v_cache, page_table, seq_lens, page_ids,
+    check_decode_inputs(q, k_cache, v_cache, page_table, seq_lens, pages)
+    return _launch(q, k_cache, v_cache, page_table, seq_lens, pages,
                    sm_scale=sm_scale, num_splits=num_splits, out=out, lse=lse)
 
 
@@ -317,7 +366,7 @@ def dense_decode_attention(
     """Decode attention over every cached token of each request (Triton).
 
     Same semantics as :func:`dense_decode_attention_ref`; arguments as in
-    :func:`sparse_decode_attention` without ``page_ids`` (the split count sees ``page_table.shape[1]``
+    :func:`sparse_decode_attention` without ``pages`` (the split count sees ``page_table.shape[1]``
     pages, so a decode step's launch does not depend on the lengths).
     """
     check_decode_inputs(q, k_cache, v_cache, page_table, seq_lens)

@@ -2,20 +2,27 @@
 
 Decode attention runs one program per (request, KV head). Fewer programs than streaming
 multiprocessors leave most of the GPU idle, so the page list is cut into ``num_splits`` contiguous
-chunks whose partial states ``(o, lse)`` are merged afterwards. The count depends on shapes and the
-device's SM count only: no host sync, so a decode step stays capturable in a CUDA graph.
+chunks whose partial states ``(o, lse)`` are merged afterwards. The grid's split count depends on
+shapes and the device's SM count only (no host sync, so a decode step stays capturable in a CUDA
+graph); the kernel then sizes each request's splits from its real length (at least
+``MIN_BLOCKS_PER_SPLIT`` blocks each), so a short request in a wide page table takes one or two
+splits instead of piling its pages into the first ones.
 """
 
 from functools import lru_cache
 
 import torch
 
-from vortex_rl.kernels.merge_states import merge_splits
+from vortex_rl.kernels._triton import launch, next_pow2
+from vortex_rl.kernels.merge_states import _merge_splits_kernel
 
 # A split must stream enough blocks to amortise writing and merging its partial state.
 MIN_BLOCKS_PER_SPLIT = 2
 # Programs aimed for per SM when splitting: two co-resident programs keep loads in flight.
 PROGRAMS_PER_SM = 2
+# Most splits of one (request, KV head): the merge reads this many partial states at most, with one
+# compiled width for every batch size.
+MAX_SPLITS = 16
 
 
 @lru_cache(maxsize=None)
@@ -37,7 +44,7 @@ def choose_num_splits(batch: int, kv_heads: int, num_blocks: int, device: torch.
     if programs >= sms:
         return 1
     wanted = -(-PROGRAMS_PER_SM * sms // programs)
-    return max(1, min(wanted, num_blocks // MIN_BLOCKS_PER_SPLIT))
+    return max(1, min(wanted, num_blocks // MIN_BLOCKS_PER_SPLIT, MAX_SPLITS))
 
 
 def check_outputs(q: torch.Tensor, out: torch.Tensor | None, lse: torch.Tensor | None) -> None:
@@ -78,7 +85,14 @@ def finish_splits(out: torch.Tensor, lse: torch.Tensor, o_part: torch.Tensor, ls
     num_splits = o_part.shape[2]
     batch, q_heads, head_dim = out.shape
     rows = batch * q_heads
-    merge_splits(
-        o_part.view(rows, num_splits, head_dim), lse_part.view(rows, num_splits), out.view(rows, head_dim),
-        lse.view(rows),
+    o_part, lse_part = o_part.view(rows, num_splits, head_dim), lse_part.view(rows, num_splits)
+    out, lse = out.view(rows, head_dim), lse.view(rows)
+    # The merge kernel of merge_states, launched here so record_launches sees it.
+    launch(
+        _merge_splits_kernel, (rows,),
+        o_part_ptr=o_part, lse_part_ptr=lse_part, o_ptr=out, lse_ptr=lse,
+        num_splits=num_splits, head_dim=head_dim,
+        stride_pr=o_part.stride(0), stride_ps=o_part.stride(1), stride_lr=lse_part.stride(0),
+        stride_o=out.stride(0),
+        BLOCK_S=MAX_SPLITS, BLOCK_D=next_pow2(head_dim),  # one width for every split count: no recompile
     )

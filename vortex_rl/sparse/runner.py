@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 
 from vortex_rl.kernels import check_decode_inputs
-from vortex_rl.sparse.backend import resolve_backend
+from vortex_rl.kernels.paged_decode import all_pages
+from vortex_rl.sparse.backend import KernelSet, fused_kernels, resolve_backend
 from vortex_rl.sparse.config import SparseConfig
 from vortex_rl.sparse.context import CacheContext, FlowContext
 from vortex_rl.sparse.flow import get_flow, vFlow
@@ -83,6 +84,7 @@ class FlowRunner:
         resolve_backend(kernel_backend, "cpu")  # validate the name early
         self.state_shapes = self.flow.cache_shapes(config.page_size, head_dim)
         self.cache_ctx = CacheContext(config.page_size, num_kv_heads, head_dim, kernel_backend)
+        self._fused_by_device: dict[str, dict] = {}
 
     @property
     def is_dense(self) -> bool:
@@ -107,11 +109,23 @@ class FlowRunner:
             kernel_backend=self.kernel_backend,
         )
 
-    def _kernels(self, t: torch.Tensor):
+    def _kernels(self, t: torch.Tensor) -> KernelSet:
         return resolve_backend(self.kernel_backend, t.device)
 
+    def _fused(self, t: torch.Tensor) -> dict:
+        """The flow's fused kernels on ``t``'s backend (``{}``: run the flow's vFlow ops)."""
+        key = t.device.type
+        if key not in self._fused_by_device:
+            self._fused_by_device[key] = fused_kernels(self.flow.name, self._kernels(t))
+        return self._fused_by_device[key]
+
     def write(self, k: torch.Tensor, v: torch.Tensor, cache: dict[str, torch.Tensor], loc: torch.Tensor) -> None:
-        """Write new tokens (``k, v: [num_tokens, kv_heads, head_dim]``) at ``loc`` and update the state."""
+        """Write new tokens (``k, v: [num_tokens, kv_heads, head_dim]``) at ``loc`` and update the state
+        (one launch when the flow declares a fused ``append`` kernel)."""
+        append = self._fused(k).get("append")
+        if append is not None:
+            append(k, v, cache, loc)
+            return
         self._kernels(k).write_kv(k, v, cache["k"], cache["v"], loc)
         self.update_state(cache, loc)
 
@@ -121,28 +135,28 @@ class FlowRunner:
             self.flow.forward_cache(_paged(cache), loc, self.cache_ctx)
 
     def select(self, q: torch.Tensor, cache: dict[str, torch.Tensor], ctx: FlowContext) -> torch.Tensor:
-        """Logical page lists ``[batch, kv_heads, max_budget]`` int32 (valid first, ``-1`` after)."""
+        """Physical page lists ``[batch, kv_heads, max_budget]`` int32 (valid first, ``-1`` after): the
+        flow's fused indexer, or its ``forward_indexer`` plus sink and local pages (``assemble_pages``)."""
+        indexer = self._fused(q).get("indexer")
+        if indexer is not None:
+            return indexer(q, cache, ctx)
         batch = q.shape[0]
         chosen = torch.full((batch, self.num_kv_heads, ctx.topk_max), -1, dtype=torch.int32, device=q.device)
         if ctx.topk_max > 0:
-            fused = self._kernels(q).block_sparse_indexer if self.flow.name == "block_sparse_attention" else None
-            if fused is not None and "centroids" in cache:
-                return fused(q, cache["centroids"], ctx.page_table, ctx.seq_lens, ctx.budgets,
-                             sink_pages=ctx.sink_pages, local_pages=ctx.local_pages, max_budget=ctx.max_budget,
-                             page_size=ctx.page_size)
             q_grouped = vTensor(q.view(batch, self.num_kv_heads, ctx.group_size, self.head_dim), BATCHED)
             self.flow.forward_indexer(q_grouped, vTensor(chosen, BATCHED), _paged(cache), ctx)
-        return assemble_pages(chosen, ctx)
+        return ctx.physical_pages(assemble_pages(chosen, ctx))
 
     def decode(
-        self, q: torch.Tensor, cache: dict[str, torch.Tensor], ctx: FlowContext, *, layer: int | None = None
+        self, q: torch.Tensor, cache: dict[str, torch.Tensor], ctx: FlowContext, *, layer: int | None = None,
+        sm_scale: float | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Attention of ``q: [batch, q_heads, head_dim]`` for one layer: ``(o, lse)``."""
         kern = self._kernels(q)
         if self.is_dense or (layer is not None and layer in self.config.dense_layers):
-            return kern.dense_decode(q, cache["k"], cache["v"], ctx.page_table, ctx.seq_lens)
+            return kern.dense_decode(q, cache["k"], cache["v"], ctx.page_table, ctx.seq_lens, sm_scale=sm_scale)
         pages = self.select(q, cache, ctx)
-        return kern.sparse_decode(q, cache["k"], cache["v"], ctx.page_table, ctx.seq_lens, pages)
+        return kern.sparse_decode(q, cache["k"], cache["v"], ctx.page_table, ctx.seq_lens, pages, sm_scale=sm_scale)
 
 
 def _all_slots(page_table: torch.Tensor, seq_lens: torch.Tensor, page_size: int) -> torch.Tensor:
@@ -193,10 +207,8 @@ def run_flow(
     runner.update_state(cache, _all_slots(page_table, seq_lens, config.page_size))
     ctx = runner.plan(page_table, seq_lens)
     if runner.is_dense:
-        from vortex_rl.kernels import all_page_ids
-
-        logical = all_page_ids(ctx.page_table, ctx.seq_lens, runner.num_kv_heads, config.page_size)
+        pages = all_pages(ctx.page_table, ctx.seq_lens, runner.num_kv_heads, config.page_size)
     else:
-        logical = runner.select(q, cache, ctx)
-    o, lse = runner._kernels(q).sparse_decode(q, k_cache, v_cache, ctx.page_table, ctx.seq_lens, logical)
-    return o, lse, ctx.physical_pages(logical)
+        pages = runner.select(q, cache, ctx)
+    o, lse = runner._kernels(q).sparse_decode(q, k_cache, v_cache, ctx.page_table, ctx.seq_lens, pages)
+    return o, lse, pages

@@ -174,7 +174,7 @@ def test_decode_selects_and_attends_like_run_flow(flow, kernels):
         cache = serving.paged_cache(layer_id)
         expect_o, _, expect_pages = run_flow(flow, q, cache["k"], cache["v"], serving.page_table(),
                                              ctx.seq_lens, sparse, kernel_backend="torch")
-        chosen = ctx.physical_pages(serving.backend.flow_runner.select(q, cache, ctx))
+        chosen = serving.backend.flow_runner.select(q, cache, ctx)  # physical page ids
         assert _page_sets(chosen) == _page_sets(expect_pages)
         torch.testing.assert_close(o.view_as(expect_o), expect_o, atol=1e-5, rtol=1e-5)
         for r, pages in enumerate(serving.pages):  # plain attention over the chosen pages' tokens

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from vortex_rl.sparse.backend import FusedKernel, declare_fused_kernels
 from vortex_rl.sparse.flow import register, vFlow
 from vortex_rl.sparse.ops import GeMV, Mean, topK
 
@@ -25,3 +26,19 @@ class BlockSparseAttention(vFlow):
         q_mean = q.mean(dim=2)  # [batch, kv_heads, head_dim]
         score = self.gemv(q_mean, cache["centroids"], ctx=ctx)
         self.output_func(score, o, ctx=ctx)
+
+
+def _index(kernel, q, cache, ctx):
+    return kernel(q, cache["centroids"], ctx.page_table, ctx.seq_lens, ctx.budgets, sink_pages=ctx.sink_pages,
+                  local_pages=ctx.local_pages, max_budget=ctx.max_budget, page_size=ctx.page_size)
+
+
+def _append(kernel, k, v, cache, loc):
+    kernel(k, v, cache["k"], cache["v"], cache["centroids"], loc)
+
+
+declare_fused_kernels(
+    "block_sparse_attention",
+    indexer=FusedKernel("block_sparse_indexer", _index),
+    append=FusedKernel("append_kv_and_centroids", _append),
+)

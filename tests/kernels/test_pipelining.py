@@ -1,0 +1,46 @@
+"""The decode kernels keep several K/V tiles in flight: checked by compiling them ahead of time for
+sm_90 (``scripts/inspect_kernels.py``), so a regression fails without a GPU."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cuda_backend_reason() -> str | None:
+    if importlib.util.find_spec("triton") is None:
+        return "needs triton"
+    try:
+        from triton.backends.nvidia.compiler import get_ptxas
+    except Exception as e:  # noqa: BLE001 - any failure means no CUDA compiler here
+        return f"triton's CUDA backend does not import here: {e}"
+    try:
+        if not Path(get_ptxas(90).path).exists():
+            return "triton's CUDA backend has no ptxas here"
+    except Exception as e:  # noqa: BLE001
+        return f"triton's CUDA backend cannot find ptxas: {e}"
+    return None
+
+
+@pytest.mark.skipif(_cuda_backend_reason() is not None, reason=str(_cuda_backend_reason()))
+def test_decode_kernels_hold_two_kv_buffers(tmp_path):
+    out = tmp_path / "inspect.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # compile, not interpret
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "inspect_kernels.py"), "--only", "_paged_decode_kernel",
+                          "--out", str(out)], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(out.read_text())
+    kernels = {k["kernel"]: k for k in report["kernels"]}
+    assert set(kernels) == {"_paged_decode_kernel[sparse]", "_paged_decode_kernel[dense]"}
+    for name, k in kernels.items():
+        assert k["main_buffers"] >= 2, f"{name}: {k['main_buffers']} K/V buffers at sm_90 ({k['buffers']})"
+        assert k["in_loop_wait"] is None or k["in_loop_wait"] >= 1, f"{name}: waits for every copy in its loop"
+        assert k["spills"] == 0, f"{name}: {k['spills']} bytes of register spills"
+    assert report["paths"]["sparse"]["launches"] <= 3, report["paths"]["sparse"]
