@@ -1,8 +1,10 @@
-"""Which kernels run: the Triton kernels of ``vortex_rl.kernels`` or their plain-torch references.
+"""Which kernels run: the Triton kernels of ``vortex_rl.kernels``, the CPU kernels, or the references.
 
-``"auto"`` takes Triton for CUDA tensors when Triton imports and torch references otherwise (CPU);
+``"auto"`` takes Triton for CUDA tensors when Triton imports, the CPU kernels for CPU tensors, and the
+torch references otherwise;
 ``"triton"`` forces the kernels (on CPU they need ``TRITON_INTERPRET=1`` set before Triton is imported);
-``"torch"`` forces the references.
+``"cpu"`` forces the CPU kernels (``vortex_rl.kernels.cpu_decode``: CPU tensors only);
+``"torch"`` forces the plain-torch references the tests compare with.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import torch
 
 from vortex_rl import kernels
 
-BACKENDS = ("auto", "triton", "torch")
+BACKENDS = ("auto", "triton", "cpu", "torch")
 
 
 def check_kernel_backend(name: object, key: str = "kernel_backend") -> None:
@@ -33,6 +35,11 @@ def _torch_impls() -> SimpleNamespace:
         merge_states=kernels.merge_states_ref,
         block_sparse_indexer=None,
     )
+
+
+@lru_cache(maxsize=1)
+def _cpu_impls() -> SimpleNamespace:
+    return SimpleNamespace(name="cpu", **kernels.CPU_KERNELS)
 
 
 TRITON_NAMES = {
@@ -61,6 +68,8 @@ def resolve_backend(backend: str, device: torch.device | str) -> SimpleNamespace
     check_kernel_backend(backend)
     if backend == "torch":
         return _torch_impls()
+    if backend == "cpu":
+        return _cpu_impls()
     triton_set = _triton_impls()
     if backend == "triton":
         if triton_set is None:
@@ -71,6 +80,8 @@ def resolve_backend(backend: str, device: torch.device | str) -> SimpleNamespace
         return triton_set
     if torch.device(device).type == "cuda" and triton_set is not None:
         return triton_set
+    if torch.device(device).type == "cpu":
+        return _cpu_impls()
     return _torch_impls()
 
 
