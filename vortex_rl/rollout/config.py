@@ -55,7 +55,8 @@ class EngineConfig:
         Decode batch sizes to capture; ``None`` gives 1, 2, 4, 8 and multiples of 16 up to
         ``max_num_seqs``. A batch runs in the smallest captured size that holds it (eagerly if none).
     kernel_backend:
-        ``"auto"`` (Triton on CUDA, torch references on CPU), ``"triton"`` or ``"torch"``.
+        ``"auto"`` (Triton on CUDA, the CPU kernels on CPU), ``"triton"``, ``"cpu"`` or ``"torch"`` (the
+        plain-torch references); ``vortex_rl.sparse.backend`` says what each set holds.
     seed:
         Seeds the per-request seeds of requests whose ``SamplingParams.seed`` is None, so a run of the
         engine is reproducible.

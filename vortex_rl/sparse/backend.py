@@ -1,16 +1,18 @@
-"""Which kernels run: the Triton kernels of ``vortex_rl.kernels`` or their plain-torch references, and
-the fused kernels flows declare for them.
+"""Which kernels run: the Triton kernels of ``vortex_rl.kernels``, the CPU kernels, or the plain-torch
+references, and the fused kernels flows declare for them.
 
-``"auto"`` takes Triton for CUDA tensors when Triton imports and torch references otherwise (CPU);
+``"auto"`` takes Triton for CUDA tensors when Triton imports, the CPU kernels for CPU tensors, and the
+torch references otherwise;
 ``"triton"`` forces the kernels (on CPU they need ``TRITON_INTERPRET=1`` set before Triton is imported);
-``"torch"`` forces the references.
+``"cpu"`` forces the CPU kernels (``vortex_rl.kernels.cpu_decode`` / ``cpu_indexer``: CPU tensors only);
+``"torch"`` forces the plain-torch references the tests compare with.
 
 A flow may declare fused kernels (:func:`declare_fused_kernels`, a registry keyed by flow name): an
 ``indexer`` that replaces its ``forward_indexer`` and the framework's page assembly, and an ``append``
 that replaces ``write_kv`` + ``forward_cache``. A backend with ``runs_fused`` set must provide every
 kernel a flow declares; one it lacks is an error naming the flow, the kernel and the backend, never a
 quiet fallback. The ``torch`` backend runs flows as written (their vFlow ops are the reference a fused
-kernel is tested against), so CPU runs do not change when kernels are restructured.
+kernel is tested against). The ``cpu`` backend runs the fused kernels (its indexer is a CPU kernel).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 from vortex_rl import kernels
 from vortex_rl.registry import Registry
 
-BACKENDS = ("auto", "triton", "torch")
+BACKENDS = ("auto", "triton", "cpu", "torch")
 
 
 def check_kernel_backend(name: object, key: str = "kernel_backend") -> None:
@@ -61,6 +63,11 @@ def _torch_impls() -> KernelSet:
     )
 
 
+@lru_cache(maxsize=1)
+def _cpu_impls() -> KernelSet:
+    return KernelSet(name="cpu", runs_fused=True, **kernels.CPU_KERNELS)
+
+
 TRITON_NAMES = {
     "sparse_decode": "sparse_decode_attention",
     "dense_decode": "dense_decode_attention",
@@ -87,6 +94,8 @@ def resolve_backend(backend: str, device: torch.device | str) -> KernelSet:
     check_kernel_backend(backend)
     if backend == "torch":
         return _torch_impls()
+    if backend == "cpu":
+        return _cpu_impls()
     triton_set = _triton_impls()
     if backend == "triton":
         if triton_set is None:
@@ -97,6 +106,8 @@ def resolve_backend(backend: str, device: torch.device | str) -> KernelSet:
         return triton_set
     if torch.device(device).type == "cuda" and triton_set is not None:
         return triton_set
+    if torch.device(device).type == "cpu":
+        return _cpu_impls()
     return _torch_impls()
 
 

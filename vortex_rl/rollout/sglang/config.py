@@ -42,7 +42,7 @@ class VortexBackendConfig:
         SGLang backend for prefill/extend, for ``sparse.dense_layers`` and for layers our kernels do not
         cover (sliding window); one of ``DENSE_BACKENDS``.
     kernel_backend:
-        Our kernels: ``"auto"`` (Triton on CUDA), ``"triton"`` or ``"torch"``.
+        Our kernels: ``"auto"`` (Triton on CUDA, the CPU kernels on CPU), ``"triton"``, ``"cpu"`` or ``"torch"``.
     """
 
     flow: str = "block_sparse_attention"
