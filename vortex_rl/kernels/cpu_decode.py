@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from vortex_rl.kernels.paged_decode import check_decode_inputs
+from vortex_rl.kernels.paged_decode import check_decode_inputs, page_token_mask
 
 # Gathered K + V per chunk; measured best between 16 and 32 MiB on a 2-core Xeon (L2 4 MiB).
 CHUNK_BYTES = 32 << 20
@@ -117,16 +117,10 @@ def _dense_chunk(table: torch.Tensor, lens: torch.Tensor, page_size: int) -> tup
 def _sparse_chunk(table: torch.Tensor, lens: torch.Tensor, pages: torch.Tensor,
                   page_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(physical [n, kv_heads, budget], valid [n, kv_heads, budget * page_size])`` for the physical pages
-    ``pages [n, kv_heads, budget]`` (int64, ``-1`` unlisted). Every page of a request is full but its last
-    one (the page-table entry of its last token), which holds ``lens - (num_pages - 1) * page_size``."""
+    ``pages [n, kv_heads, budget]`` (int64, ``-1`` unlisted), with the references' token mask."""
     n, kv_heads, budget = pages.shape
-    num_pages = (lens + page_size - 1) // page_size
-    last_page = torch.gather(table, 1, (num_pages - 1).clamp(min=0)[:, None])  # [n, 1]
-    last_fill = lens - (num_pages - 1) * page_size
-    slot = torch.arange(page_size)
-    full = (pages[..., None] != last_page[:, :, None, None]) | (slot < last_fill[:, None, None, None])
-    valid = (pages[..., None] >= 0) & full & (num_pages > 0)[:, None, None, None]
-    return pages.clamp(min=0), valid.view(n, kv_heads, budget * page_size)
+    valid = page_token_mask(pages, table, lens, page_size)
+    return pages.clamp(min=0), valid.reshape(n, kv_heads, budget * page_size)
 
 
 def _decode_cpu(q, k_cache, v_cache, page_table, seq_lens, page_ids, *, sm_scale, out, lse, use_flash):

@@ -101,7 +101,7 @@ def all_pages(page_table: torch.Tensor, seq_lens: torch.Tensor, kv_heads: int, p
     return pages[:, None, :].expand(batch, kv_heads, max_pages).contiguous()
 
 
-def _token_mask(pages: torch.Tensor, page_table: torch.Tensor, seq_lens: torch.Tensor, page_size: int) -> torch.Tensor:
+def page_token_mask(pages: torch.Tensor, page_table: torch.Tensor, seq_lens: torch.Tensor, page_size: int) -> torch.Tensor:
     """``[batch, kv_heads, budget, page_size]`` bool: the valid tokens of listed physical pages."""
     batch = pages.shape[0]
     seq_lens = seq_lens.long()
@@ -141,7 +141,7 @@ def sparse_decode_attention_ref(
     head = torch.arange(kv_heads, device=q.device)[None, :, None]
     keys = k_cache[physical, head].float()  # [batch, kv_heads, budget, page_size, head_dim]
     values = v_cache[physical, head].float()
-    valid = _token_mask(pages, page_table, seq_lens, page_size)  # [b, kv, budget, ps]
+    valid = page_token_mask(pages, page_table, seq_lens, page_size)  # [b, kv, budget, ps]
 
     qg = q.float().view(batch, kv_heads, group, head_dim)
     keys = keys.reshape(batch, kv_heads, budget * page_size, head_dim)
