@@ -27,7 +27,11 @@ class RolloutBatch:
     scores: ``[batch]`` float32 rewards.  group_ids: ``[batch]`` long, one id per prompt.
     truncated: ``[batch]`` bool, the response hit the length limit.
     rollout_topk_ids / rollout_topk_log_probs: ``[batch, response_len, k]`` the engine's top-k (id -1 = none).
-    old_log_probs, ref_log_probs, train_topk_*, is_weights: ``[batch, response_len]`` (top-k: ``[..., k]``).
+    old_log_probs, ref_log_probs, is_weights: ``[batch, response_len]`` float32.
+    alpha, alpha_upper: ``[batch, response_len]`` float32, lower / upper bound of the per-token acceptance
+        rate between rollout and trainer (``trainers.algos.acceptance``), made per micro-batch with the
+        trainer's log-probs when both sides have top-k log-probs.
+    rs_mask: ``[batch, response_len]`` float32, 0 where rollout rejection sampling drops a token.
     advantages: ``[batch]`` float32.
     """
 
@@ -43,8 +47,9 @@ class RolloutBatch:
     rollout_topk_log_probs: torch.Tensor | None = None
     old_log_probs: torch.Tensor | None = None
     ref_log_probs: torch.Tensor | None = None
-    train_topk_ids: torch.Tensor | None = None
-    train_topk_log_probs: torch.Tensor | None = None
+    alpha: torch.Tensor | None = None
+    alpha_upper: torch.Tensor | None = None
+    rs_mask: torch.Tensor | None = None
     entropy: torch.Tensor | None = None
     is_weights: torch.Tensor | None = None
     advantages: torch.Tensor | None = None

@@ -1,83 +1,82 @@
-"""Truncated importance sampling and the rollout/training mismatch metrics vs hand values and loops."""
+"""Importance weights, rejection masks and mismatch diagnostics vs hand-computed values."""
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
 from vortex_rl.trainers.algos.rollout_correction import (
-    acceptance_alpha, mismatch_metrics, percentile_by_position, truncated_is_weights,
+    ROLLOUT_IS, ROLLOUT_RS, batch_mean, correction_metrics, is_weights, rejection_mask,
 )
 
+# row 0: token ratios 0.5 and 3 (third position is padding, its log-ratio 5 must not count);
+# row 1: three tokens at ratio 2 (sequence ratio 8).
+OLD = torch.tensor([[math.log(0.5), math.log(3.0), 5.0], [math.log(2.0)] * 3])
+ROLLOUT = torch.zeros(2, 3)
+MASK = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
 
-def test_truncated_is_weights_hand_computed():
-    old = torch.tensor([[math.log(0.5), math.log(3.0), 0.0]])
-    rollout = torch.zeros(1, 3)
-    w = truncated_is_weights(old, rollout, torch.tensor([[1.0, 1.0, 0.0]]), threshold=2.0)
-    torch.testing.assert_close(w, torch.tensor([[0.5, 2.0, 0.0]]))
+
+def test_registered_modes_carry_verl_names():
+    assert sorted(ROLLOUT_IS.names()) == ["geometric", "sequence", "token"]
+    assert sorted(ROLLOUT_RS.names()) == ["geometric", "sequence", "token"]
+
+
+@pytest.mark.parametrize("mode, expected", [
+    ("token", [[0.5, 2.0, 0.0], [2.0, 2.0, 2.0]]),                     # min(ratio, 2) per token
+    ("sequence", [[1.5, 1.5, 0.0], [2.0, 2.0, 2.0]]),                  # product 1.5; 8 truncated to 2
+    ("geometric", [[math.sqrt(1.5)] * 2 + [0.0], [2.0, 2.0, 2.0]]),    # geometric mean sqrt(0.5 * 3); 2
+])
+def test_is_weights_hand_computed(mode, expected):
+    w = is_weights(OLD, ROLLOUT, MASK, mode=mode, threshold=2.0)
+    torch.testing.assert_close(w, torch.tensor(expected), atol=1e-6, rtol=1e-6)
     assert not w.requires_grad
 
 
-def alpha_loop(r_ids, r_lp, t_ids, t_lp):
-    """sum over the union of both top-k sets of min(p_r, p_t), a missing entry counting as 0."""
-    out = torch.zeros(r_ids.shape[:-1])
-    for index in np.ndindex(*r_ids.shape[:-1]):
-        p_r = {int(i): math.exp(v) for i, v in zip(r_ids[index], r_lp[index]) if i >= 0}
-        p_t = {int(i): math.exp(v) for i, v in zip(t_ids[index], t_lp[index]) if i >= 0}
-        out[index] = sum(min(p_r.get(v, 0.0), p_t.get(v, 0.0)) for v in set(p_r) | set(p_t))
-    return out
+def test_batch_mean_per_token_and_per_sequence():
+    token = is_weights(OLD, ROLLOUT, MASK, mode="token", threshold=2.0)
+    assert batch_mean(token, MASK, per_sequence=False).item() == pytest.approx((0.5 + 2 + 2 + 2 + 2) / 5)
+    seq = is_weights(OLD, ROLLOUT, MASK, mode="sequence", threshold=2.0)
+    assert batch_mean(seq, MASK, per_sequence=True).item() == pytest.approx((1.5 + 2.0) / 2)
 
 
-@pytest.mark.parametrize("k_r, k_t", [(5, 5), (3, 6), (1, 1)])
-def test_alpha_matches_loop(k_r, k_t):
-    g = torch.Generator().manual_seed(k_r * 10 + k_t)
-    vocab = 8
-
-    def topk(k):
-        logits = torch.randn(2, 4, vocab, generator=g)
-        values, ids = torch.log_softmax(logits, -1).topk(k, dim=-1)
-        ids[0, 1, -1] = -1  # a padded entry
-        return ids, values
-
-    r_ids, r_lp = topk(k_r)
-    t_ids, t_lp = topk(k_t)
-    torch.testing.assert_close(acceptance_alpha(r_ids, r_lp, t_ids, t_lp), alpha_loop(r_ids, r_lp, t_ids, t_lp),
-                               atol=1e-6, rtol=1e-6)
+@pytest.mark.parametrize("mode, expected", [
+    ("token", [[1, 0, 0], [1, 1, 1]]),       # 3 > 2 is dropped; 0.5 and 2 lie in [0.4, 2]
+    ("sequence", [[1, 1, 0], [0, 0, 0]]),    # 1.5 kept, 8 drops the whole row
+    ("geometric", [[1, 1, 0], [1, 1, 1]]),   # 1.22 and 2 kept
+])
+def test_rejection_mask_hand_computed(mode, expected):
+    keep = rejection_mask(OLD, ROLLOUT, MASK, mode=mode, high=2.0, low=0.4)
+    assert keep.tolist() == [[float(v) for v in row] for row in expected]
 
 
-def test_alpha_with_full_vocabulary_is_one_minus_total_variation():
-    g = torch.Generator().manual_seed(3)
-    p, q = torch.softmax(torch.randn(6, generator=g), -1), torch.softmax(torch.randn(6, generator=g), -1)
-    ids = torch.arange(6)
-    alpha = acceptance_alpha(ids, p.log(), ids.flip(0), q.log().flip(0))
-    assert alpha.item() == pytest.approx(1 - 0.5 * (p - q).abs().sum().item(), abs=1e-6)
-    assert acceptance_alpha(ids, p.log(), ids, p.log()).item() == pytest.approx(1.0, abs=1e-6)
+def test_rejection_lower_bound_defaults_to_reciprocal_and_reaches_past_the_safety_bound():
+    old = torch.tensor([[math.log(0.45), -30.0, 30.0]])  # 0.45 < 1/2; e^-30 and e^30 beyond the clamp
+    assert rejection_mask(old, torch.zeros(1, 3), torch.ones(1, 3), mode="token", high=2.0).tolist() == [[0, 0, 0]]
 
 
-def test_percentile_by_position_matches_numpy():
-    g = torch.Generator().manual_seed(0)
-    values = torch.rand(5, 7, generator=g)
-    lengths = torch.tensor([7, 2, 5, 4, 6])
-    mask = (torch.arange(7) < lengths[:, None]).float()
-    got = percentile_by_position(values, mask, bin_tokens=3)
-    assert list(got) == [(0, 3), (3, 6), (6, 9)]
-    for (start, end), value in got.items():
-        chunk = values[:, start:end][mask[:, start:end].bool()].numpy()
-        assert value == pytest.approx(np.percentile(chunk, 5), abs=1e-6)
-
-
-def test_mismatch_metrics_hand_computed():
-    old = torch.tensor([[0.0, math.log(2.0), 5.0]])
-    rollout = torch.zeros(1, 3)
+def test_correction_metrics_hand_computed():
     mask = torch.tensor([[1.0, 1.0, 0.0]])
-    alpha = torch.tensor([[1.0, 0.5, 0.0]])
-    m = mismatch_metrics(old, rollout, mask, alpha=alpha, threshold=1.5, bin_tokens=2)
-    assert m["rollout_corr/kl"] == pytest.approx(-math.log(2) / 2)                 # mean(log p_r - log p_t)
-    assert m["rollout_corr/k3_kl"] == pytest.approx((2 - math.log(2) - 1) / 2)      # mean(r - log r - 1)
-    assert m["rollout_corr/is_weight_mean"] == pytest.approx(1.5)
+    old, rollout = OLD[:1], ROLLOUT[:1]
+    weights = is_weights(old, rollout, mask, mode="token", threshold=2.0)   # [0.5, 2]
+    keep = rejection_mask(old, rollout, mask, mode="token", high=2.0, low=0.4)  # [1, 0]
+    m = correction_metrics(old, rollout, mask, weights=weights, keep=keep, threshold=2.0)
+    assert m["rollout_corr/kl"] == pytest.approx(-math.log(1.5) / 2)             # mean(log p_r - log p_t)
+    assert m["rollout_corr/k3_kl"] == pytest.approx(((0.5 - math.log(0.5) - 1) + (3 - math.log(3) - 1)) / 2)
+    assert m["rollout_corr/chi2_token"] == pytest.approx((0.25 + 9) / 2 - 1)       # E[rho^2] - 1
+    assert m["rollout_corr/chi2_seq"] == pytest.approx(1.5 ** 2 - 1)
     assert m["rollout_corr/is_truncated_frac"] == pytest.approx(0.5)
-    assert m["rollout_corr/alpha_mean"] == pytest.approx(0.75)
-    assert m["rollout_corr/alpha_p5"] == pytest.approx(np.percentile([1.0, 0.5], 5))
-    assert set(m) >= {"rollout_corr/alpha_p5/pos_0-2"} and "rollout_corr/alpha_p5/pos_2-4" not in m
-    assert mismatch_metrics(old, rollout, torch.zeros(1, 3)) == {}
+    assert m["rollout_corr/is_weight_mean"] == pytest.approx(1.25)                 # truncated weights
+    assert m["rollout_corr/ess"] == pytest.approx(2.5 ** 2 / (2 * (0.25 + 4)))      # (sum w)^2 / (n sum w^2)
+    assert m["rollout_corr/rs_masked_token_frac"] == pytest.approx(0.5)
+    assert m["rollout_corr/rs_masked_seq_frac"] == pytest.approx(1.0)
+    assert correction_metrics(old, rollout, torch.zeros(1, 3)) == {}
+
+
+def test_is_weight_mean_is_not_dominated_by_outliers():
+    """Three tokens at e^20 among 97 at ratio 1: the raw mean is ~1.5e7, the truncated one stays near 1."""
+    old = torch.zeros(1, 100)
+    old[0, :3] = 20.0
+    weights = is_weights(old, torch.zeros(1, 100), torch.ones(1, 100), threshold=2.0)
+    m = correction_metrics(old, torch.zeros(1, 100), torch.ones(1, 100), weights=weights, threshold=2.0)
+    assert m["rollout_corr/is_weight_mean"] == pytest.approx((3 * 2 + 97) / 100)
+    assert m["rollout_corr/is_truncated_frac"] == pytest.approx(0.03)

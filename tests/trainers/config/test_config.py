@@ -59,7 +59,7 @@ def test_unknown_key_lists_the_valid_ones():
     ("actor.ppo_mini_batch_size=5", "actor.ppo_mini_batch_size=5 must divide data.train_batch_size=32"),
     ("actor.policy_loss=gspo", r"actor.policy_loss='gspo' is not a registered policy loss; known: vanilla"),
     ("algorithm.dynamic_sampling=dapo", r"algorithm.dynamic_sampling='dapo' is not a registered dynamic sampling mode; known: none, polaris"),
-    ("algorithm.rollout_correction.rollout_is=seq", r"rollout_is='seq' is not a registered rollout importance-sampling mode; known: token"),
+    ("algorithm.rollout_correction.rollout_is=seq", r"rollout_is='seq' is not a registered rollout importance-sampling mode; known: geometric, sequence, token"),
     ("reward.fn=mathh", r"reward.fn='mathh' is not a registered reward; known: boxed_exact, math, math_lenient"),
     ("data.val_dataset=aime25", r"data.val_dataset='aime25' is not a registered dataset; known: "),
     ("rollout.seed=3", "rollout.seed=3 is set from trainer.seed; set trainer.seed instead"),

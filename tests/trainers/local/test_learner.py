@@ -6,6 +6,7 @@ import torch
 from vortex_rl.trainers.batch import build_batch
 from vortex_rl.trainers.config import GRPOConfig
 from vortex_rl.trainers.local.learner import LocalLearner
+from vortex_rl.trainers.algos.acceptance import acceptance_alpha_bounds
 from vortex_rl.trainers.local.logprobs import score_responses
 from vortex_rl.trainers.config.dataclass_dicts import from_dict
 
@@ -31,13 +32,20 @@ def test_old_log_probs_match_direct_scoring(make_tiny_actor):
     model, _ = make_tiny_actor()
     learner = LocalLearner(model, config(use_kl_loss=True), CPU)
     b = batch()
+    g = torch.Generator().manual_seed(0)
+    rollout_lp, b.rollout_topk_ids = torch.log_softmax(torch.randn(*b.responses.shape, 40, generator=g), -1).topk(3)
+    b.rollout_topk_log_probs = rollout_lp
     learner.compute_log_probs(b)
     with torch.no_grad():
         direct = score_responses(model, b, temperature=0.8, topk=3, with_entropy=True)
     mask = b.response_mask.bool()
     torch.testing.assert_close(b.old_log_probs[mask], direct.log_probs[mask], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(b.entropy[mask], direct.entropy[mask], atol=1e-5, rtol=1e-5)
-    assert torch.equal(b.train_topk_ids[mask], direct.topk_ids[mask])
+    # alpha per micro-batch equals alpha from whole-batch top-k tensors
+    lower, upper = acceptance_alpha_bounds(b.rollout_topk_ids, b.rollout_topk_log_probs, direct.topk_ids,
+                                           direct.topk_log_probs)
+    torch.testing.assert_close(b.alpha[mask], lower[mask], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(b.alpha_upper[mask], upper[mask], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(b.ref_log_probs, b.old_log_probs)  # the reference is the initial policy
 
 
@@ -108,3 +116,22 @@ def test_gradient_checkpointing_gives_the_same_update(make_tiny_actor):
     assert m1["actor/grad_norm"] == pytest.approx(m0["actor/grad_norm"], rel=1e-5)
     for a, c in zip(p0, p1):
         torch.testing.assert_close(a, c, atol=1e-6, rtol=1e-5)
+
+
+def test_all_zero_advantages_leave_the_weights_bitwise_unchanged(make_tiny_actor):
+    """After a real update AdamW holds momentum; an all-uniform batch (advantages 0) must not move the
+    weights through it (nor through weight decay)."""
+    model, _ = make_tiny_actor()
+    cfg = config()
+    cfg.actor.optim.weight_decay = 0.1
+    learner = LocalLearner(model, cfg, CPU)
+    b = batch()
+    learner.compute_log_probs(b)
+    b.advantages = torch.tensor([1.0, -1.0, -1.0, 1.0])
+    learner.update(b)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    b.advantages = torch.zeros(4)
+    metrics = learner.update(b)
+    assert metrics == {"actor/skipped_zero_advantage": 1.0}
+    for name, p in model.named_parameters():
+        assert torch.equal(p.detach(), before[name]), name

@@ -1,35 +1,71 @@
-"""Rollout/training mismatch: truncated importance sampling and how far the two policies differ.
+"""Rollout/training mismatch correction: importance weights, rejection masks and their diagnostics.
 
 The rollout engine samples with block-sparse decode attention (policy ``p_r``); the learner scores the
 same tokens with the dense model (policy ``p_t``, verl's ``old_log_prob``). The PPO ratio is taken
-against ``p_t``; a truncated importance weight ``min(p_t(y) / p_r(y), C)`` per token corrects for
-having sampled from ``p_r`` (Yao et al., "Your efficient RL framework secretly brings you off-policy
-RL training", 2025).
+against ``p_t``; the correction reweights or drops tokens for having sampled from ``p_r``. Names follow
+verl's ``rollout_corr_helper`` (``rollout_is``, ``rollout_rs``, thresholds, ``rollout_is_batch_normalize``).
 
-Acceptance rate. For one position, ``alpha = sum_v min(p_r(v), p_t(v)) = 1 - TV(p_r, p_t)`` is the
-probability that a token drawn from ``p_r`` is accepted as a draw from ``p_t`` (speculative-decoding
-coupling). Only the top-k log-probs of each side are known, so we report the lower bound
+- Importance sampling (Yao et al., "Your efficient RL framework secretly brings you off-policy RL
+  training", 2025): weight ``min(rho, threshold)`` where ``rho`` is, by ``rollout_is`` mode, the token's
+  ratio ``p_t / p_r`` (``token``), the product over the sequence (``sequence``) or its geometric mean
+  (``geometric``), every token of a sequence sharing the sequence's weight.
+- Rejection (masking, as IcePop, "Small leak can sink a great ship", 2025): tokens (``token``) or whole
+  sequences (``sequence``, ``geometric``) whose ratio falls outside ``[low, high]`` leave the loss.
 
-    alpha_k = sum over v in (R ∪ T) of min(p_r(v), p_t(v)),  p_r(v) = 0 for v not in R, p_t(v) = 0 for v not in T,
-
-where R and T are the top-k token sets of the rollout and of the trainer; equivalently the sum over
-``R ∩ T``. It equals ``alpha`` when both top-k sets carry all the mass and never exceeds it.
+Every aggregation is a registered ``fn(log_ratio, response_mask) -> log_rho``, ``[batch, response_len]``
+in, ``[batch, response_len]`` (token level) or ``[batch, 1]`` (sequence level) out. Log-ratios are
+clamped to +-20 before ``exp`` (verl's safety bound).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
 from vortex_rl.registry import Registry
 
-# ``fn(old_log_prob, rollout_log_prob, response_mask, *, threshold) -> weights``, all ``[batch, response_len]``.
 ROLLOUT_IS: Registry = Registry("rollout importance-sampling mode")
+ROLLOUT_RS: Registry = Registry("rollout rejection-sampling mode")
+SAFETY_BOUND = 20.0
 
 
+def _masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (values * mask).sum(-1, keepdim=True)
+
+
+@ROLLOUT_RS.register("token")
 @ROLLOUT_IS.register("token")
-def truncated_is_weights(old_log_prob: torch.Tensor, rollout_log_prob: torch.Tensor, response_mask: torch.Tensor,
-                         *, threshold: float) -> torch.Tensor:
-    """Token-level truncated importance weights ``min(exp(old_log_prob - rollout_log_prob), threshold)``.
+def token_log_ratio(log_ratio: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """Each token's own ``log(p_t / p_r)``: ``[batch, response_len]``."""
+    return log_ratio * response_mask
+
+
+@ROLLOUT_RS.register("sequence")
+@ROLLOUT_IS.register("sequence")
+def sequence_log_ratio(log_ratio: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """``log`` of the product of the sequence's token ratios: ``[batch, 1]``."""
+    return _masked_sum(log_ratio, response_mask)
+
+
+@ROLLOUT_RS.register("geometric")
+@ROLLOUT_IS.register("geometric")
+def geometric_log_ratio(log_ratio: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """``log`` of the geometric mean of the sequence's token ratios: ``[batch, 1]`` (0 for empty rows)."""
+    return _masked_sum(log_ratio, response_mask) / response_mask.sum(-1, keepdim=True).clamp(min=1)
+
+
+def _log_rho(mode: str, registry: Registry, old_log_prob: torch.Tensor, rollout_log_prob: torch.Tensor,
+             response_mask: torch.Tensor) -> torch.Tensor:
+    """The mode's log-ratio broadcast to ``[batch, response_len]``."""
+    log_ratio = (old_log_prob - rollout_log_prob).float()
+    return registry.get(mode)(log_ratio, response_mask.float()).expand_as(log_ratio)
+
+
+def is_weights(old_log_prob: torch.Tensor, rollout_log_prob: torch.Tensor, response_mask: torch.Tensor, *,
+               mode: str = "token", threshold: float = 2.0) -> torch.Tensor:
+    """Truncated importance weights ``min(rho, threshold)`` with ``rho`` from the ``rollout_is`` ``mode``
+    (``rollout_is_batch_normalize`` then divides them by ``batch_mean``).
 
     Parameters
     ----------
@@ -37,74 +73,70 @@ def truncated_is_weights(old_log_prob: torch.Tensor, rollout_log_prob: torch.Ten
 
     Returns
     -------
-    ``[batch, response_len]`` float, detached, 0 at masked positions.
+    ``[batch, response_len]`` float32, detached, 0 at masked positions.
     """
-    log_ratio = (old_log_prob - rollout_log_prob).clamp(-20.0, 20.0)
-    return (log_ratio.exp().clamp(max=threshold) * response_mask).detach()
+    mask = response_mask.float()
+    log_rho = _log_rho(mode, ROLLOUT_IS, old_log_prob, rollout_log_prob, mask).clamp(-SAFETY_BOUND, SAFETY_BOUND)
+    return (log_rho.exp().clamp(max=threshold) * mask).detach()
 
 
-def acceptance_alpha(rollout_ids: torch.Tensor, rollout_logprobs: torch.Tensor, train_ids: torch.Tensor,
-                     train_logprobs: torch.Tensor) -> torch.Tensor:
-    """Per-position lower bound ``alpha_k`` of ``sum_v min(p_r(v), p_t(v))`` from top-k log-probs.
-
-    Parameters
-    ----------
-    rollout_ids, rollout_logprobs: ``[..., k_r]`` the rollout's top tokens (id ``-1`` = no entry).
-    train_ids, train_logprobs: ``[..., k_t]`` the trainer's top tokens. Ids are distinct per position.
-
-    Returns
-    -------
-    ``[...]`` float32 in [0, 1].
-    """
-    match = (rollout_ids.unsqueeze(-1) == train_ids.unsqueeze(-2)) & (rollout_ids >= 0).unsqueeze(-1)
-    p_r = rollout_logprobs.float().exp().unsqueeze(-1)
-    p_t = train_logprobs.float().exp().unsqueeze(-2)
-    return (torch.minimum(p_r, p_t) * match).sum(dim=(-1, -2))
+def batch_mean(weights: torch.Tensor, mask: torch.Tensor, *, per_sequence: bool) -> torch.Tensor:
+    """Mean of ``[batch, response_len]`` weights over valid tokens, or over non-empty sequences (one weight
+    each) with ``per_sequence``; a 0-dim tensor. Dividing by it makes the weights average 1 (verl's
+    ``rollout_is_batch_normalize``)."""
+    if not per_sequence:
+        return (weights * mask).sum() / mask.sum().clamp(min=1)
+    lengths = mask.sum(-1)
+    seq_weights = (weights * mask).sum(-1) / lengths.clamp(min=1)
+    rows = (lengths > 0).float()
+    return (seq_weights * rows).sum() / rows.sum().clamp(min=1)
 
 
-def percentile_by_position(values: torch.Tensor, mask: torch.Tensor, *, bin_tokens: int, q: float = 0.05
-                           ) -> dict[tuple[int, int], float]:
-    """The ``q`` quantile of ``values`` per response-position bin ``[i * bin_tokens, (i + 1) * bin_tokens)``.
-
-    ``values``, ``mask``: ``[batch, response_len]``. Bins without valid tokens are left out. Quantiles
-    interpolate linearly (``numpy.percentile``'s default).
-    """
-    out: dict[tuple[int, int], float] = {}
-    for start in range(0, values.shape[-1], bin_tokens):
-        chunk = values[:, start : start + bin_tokens][mask[:, start : start + bin_tokens].bool()]
-        if chunk.numel():
-            out[(start, start + bin_tokens)] = torch.quantile(chunk.float(), q).item()
-    return out
+def rejection_mask(old_log_prob: torch.Tensor, rollout_log_prob: torch.Tensor, response_mask: torch.Tensor, *,
+                   mode: str = "token", high: float = 2.0, low: float | None = None) -> torch.Tensor:
+    """``[batch, response_len]`` float: 1 where the ``rollout_rs`` ``mode``'s ratio lies in ``[low, high]``
+    (``low`` defaults to ``1 / high``), 0 where it is rejected and at padding. Compared in log space, so
+    ratios beyond the safety bound are still rejected correctly."""
+    low = 1.0 / high if low is None else low
+    log_rho = _log_rho(mode, ROLLOUT_RS, old_log_prob, rollout_log_prob, response_mask)
+    keep = (log_rho >= math.log(low)) & (log_rho <= math.log(high))
+    return keep.float() * response_mask.float()
 
 
-def mismatch_metrics(old_log_prob: torch.Tensor, rollout_log_prob: torch.Tensor, response_mask: torch.Tensor, *,
-                     alpha: torch.Tensor | None = None, topk_mass: torch.Tensor | None = None,
-                     threshold: float = 2.0, bin_tokens: int = 2048) -> dict[str, float]:
-    """``rollout_corr/*`` metrics over the valid tokens of a batch ``[batch, response_len]``.
+def correction_metrics(old_log_prob: torch.Tensor, rollout_log_prob: torch.Tensor, response_mask: torch.Tensor,
+                       *, weights: torch.Tensor | None = None, keep: torch.Tensor | None = None,
+                       threshold: float = 2.0) -> dict[str, float]:
+    """``rollout_corr/*`` diagnostics over the valid tokens of ``[batch, response_len]`` tensors.
 
     ``kl``: mean of ``log p_r - log p_t`` (k1 estimate of KL(p_r || p_t), tokens drawn from ``p_r``);
-    ``k3_kl``: mean of ``r - log r - 1`` with ``r = p_t / p_r``; ``is_weight_mean`` /
-    ``is_truncated_frac``: the untruncated ratio's mean and how often it exceeds ``threshold``;
-    ``alpha_mean``, ``alpha_p5`` and ``alpha_p5/pos_<a>-<b>`` when ``alpha`` is given;
-    ``topk_mass_mean``: the rollout's top-k probability mass (``alpha_k`` cannot exceed it, so a low
-    ``alpha_k`` at high-entropy positions may reflect the top-k cut rather than a mismatch).
+    ``k3_kl``: mean of ``r - log r - 1`` with ``r = p_t / p_r``; ``chi2_token`` / ``chi2_seq``: the
+    chi-square divergence ``E_{p_r}[rho^2] - 1`` of the token and of the sequence ratio (safety-clamped);
+    ``is_truncated_frac``: how often the token ratio exceeds ``threshold``. With ``weights`` (the applied
+    IS weights): ``is_weight_mean`` (of the truncated weights; the raw ratio's mean is dominated by
+    outliers) and ``ess``, the effective sample size ``(sum w)^2 / (n sum w^2)`` in (0, 1]. With ``keep``
+    (the rejection mask): ``rs_masked_token_frac`` and ``rs_masked_seq_frac`` (a sequence counts as
+    masked when any of its tokens is).
     """
     mask = response_mask.bool()
-    log_r = (old_log_prob - rollout_log_prob).float()[mask]
-    if log_r.numel() == 0:
+    if not mask.any():
         return {}
-    ratio = log_r.clamp(-20.0, 20.0).exp()
+    log_r = (old_log_prob - rollout_log_prob).float()
+    log_r_valid = log_r[mask]
+    ratio = log_r_valid.clamp(-SAFETY_BOUND, SAFETY_BOUND).exp()
+    seq_log = sequence_log_ratio(log_r, response_mask.float()).squeeze(-1)[mask.any(-1)]
     metrics = {
-        "rollout_corr/kl": (-log_r).mean().item(),
-        "rollout_corr/k3_kl": (ratio - log_r - 1).mean().item(),
-        "rollout_corr/is_weight_mean": ratio.mean().item(),
+        "rollout_corr/kl": (-log_r_valid).mean().item(),
+        "rollout_corr/k3_kl": (ratio - log_r_valid - 1).mean().item(),
+        "rollout_corr/chi2_token": (ratio.square().mean() - 1).item(),
+        "rollout_corr/chi2_seq": (seq_log.clamp(-SAFETY_BOUND, SAFETY_BOUND).exp().square().mean() - 1).item(),
         "rollout_corr/is_truncated_frac": (ratio > threshold).float().mean().item(),
     }
-    if alpha is not None:
-        metrics["rollout_corr/alpha_mean"] = alpha[mask].mean().item()
-        if topk_mass is not None:
-            metrics["rollout_corr/topk_mass_mean"] = topk_mass[mask].mean().item()
-        metrics["rollout_corr/alpha_p5"] = torch.quantile(alpha[mask].float(), 0.05).item()
-        for (start, end), value in percentile_by_position(alpha, response_mask, bin_tokens=bin_tokens).items():
-            metrics[f"rollout_corr/alpha_p5/pos_{start}-{end}"] = value
+    if weights is not None:
+        w = weights.float()[mask]
+        metrics["rollout_corr/is_weight_mean"] = w.mean().item()
+        metrics["rollout_corr/ess"] = (w.sum().square() / (w.numel() * w.square().sum()).clamp(min=1e-30)).item()
+    if keep is not None:
+        dropped = (keep < 0.5) & mask
+        metrics["rollout_corr/rs_masked_token_frac"] = dropped[mask].float().mean().item()
+        metrics["rollout_corr/rs_masked_seq_frac"] = dropped.any(-1)[mask.any(-1)].float().mean().item()
     return metrics

@@ -13,6 +13,7 @@ from typing import Iterator
 
 import torch
 
+from vortex_rl.trainers.algos.acceptance import acceptance_alpha_bounds
 from vortex_rl.trainers.batch import RolloutBatch, micro_batch_indices
 from vortex_rl.trainers.config import GRPOConfig
 from vortex_rl.trainers.local.logprobs import score_responses
@@ -63,14 +64,16 @@ class LocalLearner:
 
     @torch.no_grad()
     def compute_log_probs(self, batch: RolloutBatch) -> None:
-        """Fill ``old_log_probs``, ``entropy``, ``train_topk_*`` (and ``ref_log_probs``): dense forward of the
-        current weights, before the update (verl's ``old_log_prob``)."""
+        """Fill ``old_log_probs``, ``entropy`` (and ``ref_log_probs``): dense forward of the current weights,
+        before the update (verl's ``old_log_prob``). With ``rollout.logprobs`` and the rollout's top-k on the
+        batch, also ``alpha`` / ``alpha_upper``, made per micro-batch on the device (the ``[rows, len, k, k]``
+        top-k match never reaches the host)."""
         size, k = batch.responses.shape, self.config.rollout.logprobs
+        with_alpha = bool(k) and batch.rollout_topk_ids is not None
         batch.old_log_probs = torch.zeros(size)
         batch.entropy = torch.zeros(size)
-        if k:
-            batch.train_topk_ids = torch.full((*size, k), -1, dtype=torch.long)
-            batch.train_topk_log_probs = torch.full((*size, k), -torch.inf)
+        if with_alpha:
+            batch.alpha, batch.alpha_upper = torch.zeros(size), torch.zeros(size)
         if self.ref_model is not None:
             batch.ref_log_probs = torch.zeros(size)
         temperature = self.config.rollout.temperature
@@ -78,12 +81,14 @@ class LocalLearner:
             mb = batch.select(index).trimmed().to(self.device)
             width = mb.responses.shape[1]
             with autocast(self.config.model, self.device):
-                scores = score_responses(self.model, mb, temperature=temperature, topk=k, with_entropy=True)
+                scores = score_responses(self.model, mb, temperature=temperature, topk=k if with_alpha else 0,
+                                         with_entropy=True)
             batch.old_log_probs[index, :width] = scores.log_probs.cpu()
             batch.entropy[index, :width] = scores.entropy.cpu()
-            if k:
-                batch.train_topk_ids[index, :width] = scores.topk_ids.cpu()
-                batch.train_topk_log_probs[index, :width] = scores.topk_log_probs.cpu()
+            if with_alpha:
+                lower, upper = acceptance_alpha_bounds(mb.rollout_topk_ids, mb.rollout_topk_log_probs,
+                                                       scores.topk_ids, scores.topk_log_probs)
+                batch.alpha[index, :width], batch.alpha_upper[index, :width] = lower.cpu(), upper.cpu()
             if self.ref_model is not None:
                 with autocast(self.config.model, self.device):
                     ref = score_responses(self.ref_model, mb, temperature=temperature)
@@ -93,8 +98,11 @@ class LocalLearner:
         """PPO epochs over mini-batches of whole groups; one optimizer step per mini-batch.
 
         ``batch`` must carry ``old_log_probs`` and ``advantages``. Returns ``actor/*`` metrics averaged
-        over the optimizer steps.
+        over the optimizer steps. A batch whose advantages are all zero (every group uniform) takes no step:
+        its policy gradient is zero, yet AdamW's momentum and weight decay would still move the weights.
         """
+        if not bool(batch.advantages.ne(0).any()):
+            return {"actor/skipped_zero_advantage": 1.0}
         rows_per_prompt = len(batch) // self.config.data.train_batch_size
         mini_rows = max(1, self.config.ppo_mini_batch_size * rows_per_prompt)
         mask = loss_mask(batch, mask_truncated=self.config.algorithm.mask_truncated_responses)

@@ -11,8 +11,11 @@ from vortex_rl.trainers.local.logprobs import score_responses
 
 
 def loss_mask(batch: RolloutBatch, *, mask_truncated: bool) -> torch.Tensor:
-    """``[batch, response_len]``: generated tokens, without truncated responses when ``mask_truncated``."""
+    """``[batch, response_len]``: generated tokens, without truncated responses when ``mask_truncated`` and
+    without the tokens rollout rejection sampling dropped (``batch.rs_mask``)."""
     mask = batch.response_mask
+    if batch.rs_mask is not None:
+        mask = mask * batch.rs_mask
     if mask_truncated:
         mask = mask * (~batch.truncated).to(mask.dtype).unsqueeze(1)
     return mask

@@ -1,56 +1,68 @@
-"""A step's sample weighting: uniform groups counted (and replaced by the registered dynamic-sampling mode),
-the rollout/training mismatch correction, then the registered advantage estimator."""
+"""A step's sample weighting: the rollout/training mismatch correction and its metrics (on the batch as
+generated), uniform groups counted (and replaced or skipped by the registered dynamic-sampling mode), then
+the registered advantage estimator."""
 
 from __future__ import annotations
 
 import torch
 
+from vortex_rl.trainers.algos.acceptance import alpha_metrics
 from vortex_rl.trainers.algos.core_algos import get_adv_estimator
 from vortex_rl.trainers.algos.dynamic_sampling import DYNAMIC_SAMPLING, count_uniform_groups
-from vortex_rl.trainers.algos.rollout_correction import ROLLOUT_IS, acceptance_alpha, mismatch_metrics
+from vortex_rl.trainers.algos.rollout_correction import batch_mean, correction_metrics, is_weights, rejection_mask
 from vortex_rl.trainers.batch import RolloutBatch
 from vortex_rl.trainers.config import AlgorithmConfig, RolloutCorrectionConfig
 
 
 def select_informative(batch: RolloutBatch, config: AlgorithmConfig, generator: torch.Generator
-                       ) -> tuple[RolloutBatch, dict[str, float]]:
+                       ) -> tuple[RolloutBatch, bool, dict[str, float]]:
     """Count groups whose samples all score the same, then apply ``algorithm.dynamic_sampling`` (``polaris``
-    replaces them by copies of informative groups)."""
+    replaces them by copies of informative groups, or skips the batch).
+
+    Returns ``(batch, skip, metrics)``: with ``skip`` the step must take no optimizer step.
+    """
     counts = count_uniform_groups(batch.scores, batch.group_ids)
+    selection = DYNAMIC_SAMPLING.get(config.dynamic_sampling)(batch.scores, batch.group_ids, generator)
     metrics = {
         "batch/uniform_groups": float(counts["uniform"]),
         "batch/uniform_group_frac": counts["uniform"] / counts["groups"],
         "batch/all_max_groups": float(counts["all_max"]),
         "batch/all_min_groups": float(counts["all_min"]),
-        "batch/substituted_groups": 0.0,
+        "batch/substituted_groups": float(selection.replaced),
+        "batch/skipped_step": float(selection.skip),
     }
-    index, group_ids = DYNAMIC_SAMPLING.get(config.dynamic_sampling)(batch.scores, batch.group_ids, generator)
-    replaced = len(set(group_ids.tolist()) - set(batch.group_ids.tolist()))  # copies get fresh ids
-    if replaced or not torch.equal(index, torch.arange(len(index))):
-        batch = batch.select(index)
-        batch.group_ids = group_ids
-    metrics["batch/substituted_groups"] = float(replaced)
-    return batch, metrics
+    if not selection.skip and not torch.equal(selection.index, torch.arange(len(selection.index))):
+        batch = batch.select(selection.index)
+        batch.group_ids = selection.group_ids
+    return batch, selection.skip, metrics
 
 
 def apply_rollout_correction(batch: RolloutBatch, config: RolloutCorrectionConfig) -> dict[str, float]:
-    """Set ``batch.is_weights`` (with the registered ``rollout_is`` mode; ``null``: none) and return the
-    ``rollout_corr/*`` metrics.
+    """Set ``batch.is_weights`` (``rollout_is``; ``null``: none) and ``batch.rs_mask`` (``rollout_rs``;
+    ``null``: none) and return the ``rollout_corr/*`` metrics.
 
-    ``batch`` must carry ``old_log_probs``; top-k fields, when present on both sides,
-    give the acceptance-rate metrics. ``config`` is ``algorithm.rollout_correction``.
+    ``batch`` must carry ``old_log_probs``; ``alpha`` / ``alpha_upper`` (made with them) give the
+    acceptance-rate metrics. Call it before dynamic sampling duplicates groups, so the metrics describe
+    the samples as generated. ``config`` is ``algorithm.rollout_correction``.
     """
     mask = batch.response_mask
-    alpha = topk_mass = None
-    if batch.rollout_topk_ids is not None and batch.train_topk_ids is not None:
-        alpha = acceptance_alpha(batch.rollout_topk_ids, batch.rollout_topk_log_probs, batch.train_topk_ids,
-                                 batch.train_topk_log_probs)
-        topk_mass = batch.rollout_topk_log_probs.exp().sum(-1)
-    metrics = mismatch_metrics(batch.old_log_probs, batch.rollout_log_probs, mask, alpha=alpha, topk_mass=topk_mass,
-                               threshold=config.rollout_is_threshold, bin_tokens=config.position_bin_tokens)
+    old, rollout = batch.old_log_probs, batch.rollout_log_probs
+    metrics: dict[str, float] = {}
     if config.rollout_is is not None:
-        batch.is_weights = ROLLOUT_IS.get(config.rollout_is)(batch.old_log_probs, batch.rollout_log_probs, mask,
-                                                             threshold=config.rollout_is_threshold)
+        batch.is_weights = is_weights(old, rollout, mask, mode=config.rollout_is, threshold=config.rollout_is_threshold)
+        if config.rollout_is_batch_normalize:
+            factor = batch_mean(batch.is_weights, mask, per_sequence=config.rollout_is != "token").clamp(min=1e-8)
+            batch.is_weights = batch.is_weights / factor
+            metrics["rollout_corr/is_batch_norm_factor"] = factor.item()
+    if config.rollout_rs is not None:
+        batch.rs_mask = rejection_mask(old, rollout, mask, mode=config.rollout_rs, high=config.rollout_rs_threshold,
+                                       low=config.rollout_rs_threshold_lower)
+    metrics.update(correction_metrics(old, rollout, mask, weights=batch.is_weights, keep=batch.rs_mask,
+                                      threshold=config.rollout_is_threshold))
+    if batch.alpha is not None:
+        topk_mass = batch.rollout_topk_log_probs.exp().sum(-1) if batch.rollout_topk_log_probs is not None else None
+        metrics.update(alpha_metrics(batch.alpha, batch.alpha_upper, mask, bin_tokens=config.position_bin_tokens,
+                                     topk_mass=topk_mass))
     return metrics
 
 

@@ -56,16 +56,18 @@ def train_step(ctx: TrainContext, step: int) -> dict[str, float]:
         metrics.update(engine_metrics)
         batch = to_batch(samples, scores, pad_id=ctx.pad_id, topk=config.rollout.logprobs)
         metrics.update(response_metrics(batch))
-        generator = torch.Generator().manual_seed(step_seed(config.trainer.seed, step, 1))
-        batch, selection = select_informative(batch, config.algorithm, generator)
-        metrics.update(selection)
         with timed(timings, "old_log_prob"):
             ctx.learner.compute_log_probs(batch)
+        # the mismatch is measured on the samples as generated, before dynamic sampling duplicates groups
         metrics.update(apply_rollout_correction(batch, config.algorithm.rollout_correction))
         metrics["actor/entropy"] = masked_mean(batch.entropy, batch.response_mask).item()
+        generator = torch.Generator().manual_seed(step_seed(config.trainer.seed, step, 1))
+        batch, skip, selection = select_informative(batch, config.algorithm, generator)
+        metrics.update(selection)
         metrics.update(compute_advantages(batch, config.algorithm))
-        with timed(timings, "update_actor"):
-            metrics.update(ctx.learner.update(batch))
+        if not skip:  # a batch without learning signal takes no optimizer step (AdamW would still move)
+            with timed(timings, "update_actor"):
+                metrics.update(ctx.learner.update(batch))
         with timed(timings, "update_weights"):
             metrics.update(ctx.weight_sync())
     metrics.update({f"timing_s/{name}": seconds for name, seconds in timings.items()})
