@@ -54,17 +54,18 @@ def math_verify_reward(response: str, ground_truth: str) -> float:
     with units and degree signs stripped. No boxed answer scores 0. math-verify's own ``signal.alarm``
     timeouts are off: the caller (``RewardPool``) bounds the whole call, in a worker's main thread.
     """
-    answer = last_boxed(response)
-    if answer is None or not answer.strip():
-        return 0.0
     try:
         from math_verify import parse, verify
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError("the 'math' reward needs math-verify: pip install 'vortex-rl[train]'") from e
     logging.getLogger("math_verify").setLevel(logging.ERROR)
+    # the reference first: a bad one raises (and is counted) whatever the response holds
     gold = parse(f"$\\boxed{{{ground_truth}}}$", parsing_timeout=None, raise_on_error=True)
     if not gold:
         raise ValueError(f"ground truth {ground_truth!r} could not be parsed by math-verify")
+    answer = last_boxed(response)
+    if answer is None or not answer.strip():
+        return 0.0
     predicted = parse(f"$\\boxed{{{answer}}}$", parsing_timeout=None, raise_on_error=True)
     if not predicted:
         return 0.0

@@ -28,6 +28,9 @@ class DataConfig:
     shuffle: reshuffle the training prompts every epoch.
     instruction: appended to each question (asks for the answer in ``\\boxed{}``).
     apply_chat_template_kwargs: extra arguments of ``tokenizer.apply_chat_template`` (e.g. ``enable_thinking``).
+    check_answers: parse every ground truth with math-verify when the data loads (with the ``math`` /
+        ``math_lenient`` rewards); bad ones are logged with their row and counted
+        (``data/<split>_unparseable_answers``, ``data/<split>_answer_errors``). About 1 ms per answer.
     """
 
     train_dataset: str = "file"
@@ -46,6 +49,7 @@ class DataConfig:
     shuffle: bool = True
     instruction: str = BOXED_INSTRUCTION
     apply_chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    check_answers: bool = True
 
     def __post_init__(self) -> None:
         DATASETS.check_name(self.train_dataset, "data.train_dataset")
