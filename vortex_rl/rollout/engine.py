@@ -241,6 +241,13 @@ class Engine:
         self.pages.reset()
         return count
 
+    def set_budget_schedule(self, budget_schedule: tuple[tuple[int, int], ...], budget_pages: int) -> None:
+        """Decode with a new sparse budget schedule from the next step on, without a rebuild (the page
+        lists and CUDA graphs were sized for ``sparse.max_budget``); see ``FlowRunner.set_budget_schedule``."""
+        if self.scheduler.has_work():
+            raise RuntimeError("set_budget_schedule() while requests are in flight")
+        self.runner.flow_runner.set_budget_schedule(budget_schedule, budget_pages)
+
     def sleep(self) -> None:
         """Free the KV cache and CUDA graphs (e.g. while a colocated trainer runs); weights stay."""
         if self.scheduler.has_work():

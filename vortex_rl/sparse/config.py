@@ -26,6 +26,10 @@ class SparseConfig:
         Optional ``((context_tokens_up_to, budget_pages), ...)`` steps, ascending: a context of ``L``
         tokens uses the budget of the first step with ``L <= context_tokens_up_to``. Kernels pad the page
         list to ``max_budget``.
+    max_budget_pages:
+        Optional page-list width held for budgets that change while the engine runs (the trainer's budget
+        guard swaps schedules between steps, ``FlowRunner.set_budget_schedule``): ``max_budget`` is at
+        least this, so buffers and CUDA graphs sized once fit every later schedule.
     """
 
     page_size: int = 16
@@ -34,6 +38,7 @@ class SparseConfig:
     local_pages: int = 2
     dense_layers: tuple[int, ...] = ()
     budget_schedule: tuple[tuple[int, int], ...] | None = field(default=None)
+    max_budget_pages: int | None = None
 
     def __post_init__(self) -> None:
         # Accept lists from YAML/CLI but store tuples so the config stays hashable and frozen.
@@ -51,6 +56,8 @@ class SparseConfig:
                 "(the page being written is always attended)"
             )
         self._check_budget(self.budget_pages, "budget_pages")
+        if self.max_budget_pages is not None:
+            self._check_budget(self.max_budget_pages, "max_budget_pages")
         if any(i < 0 for i in self.dense_layers):
             raise ValueError(f"dense_layers={self.dense_layers} must hold layer indices >= 0")
         if self.budget_schedule is not None:
@@ -77,7 +84,7 @@ class SparseConfig:
     @property
     def max_budget(self) -> int:
         """Largest budget any context can get: the width of every page list."""
-        budgets = [self.budget_pages] + [b for _, b in (self.budget_schedule or ())]
+        budgets = [self.budget_pages, self.max_budget_pages or 0] + [b for _, b in (self.budget_schedule or ())]
         return max(budgets)
 
     def budget_for(self, context_tokens: int) -> int:

@@ -10,19 +10,30 @@ import torch
 from vortex_rl.sparse.config import SparseConfig
 
 
-@lru_cache(maxsize=64)
-def _schedule_tensors(config: SparseConfig, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+def schedule_tensors(config: SparseConfig, device: str | torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(bounds [steps] int32, budgets [steps + 1] int32)`` of ``config.budget_schedule`` (the last budget
+    is ``budget_pages``, for contexts past the last step)."""
     steps = config.budget_schedule or ()
     bounds = torch.tensor([up_to for up_to, _ in steps], dtype=torch.int32, device=device)
     budgets = torch.tensor([b for _, b in steps] + [config.budget_pages], dtype=torch.int32, device=device)
     return bounds, budgets
 
 
-def budgets_for(seq_lens: torch.Tensor, config: SparseConfig) -> torch.Tensor:
-    """Per-request budget under ``config.budget_schedule``: ``[batch]`` int32, no host sync."""
-    if not config.budget_schedule:
-        return torch.full_like(seq_lens, config.budget_pages, dtype=torch.int32)
-    bounds, budgets = _schedule_tensors(config, str(seq_lens.device))
+_cached_schedule_tensors = lru_cache(maxsize=64)(schedule_tensors)
+
+
+def budgets_for(seq_lens: torch.Tensor, config: SparseConfig,
+                schedule: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Per-request budget under ``config.budget_schedule``: ``[batch]`` int32, no host sync.
+
+    ``schedule``: the ``schedule_tensors`` to read instead of ``config``'s (persistent buffers a running
+    engine refills in place, so captured CUDA graphs see a new schedule).
+    """
+    if schedule is None:
+        if not config.budget_schedule:
+            return torch.full_like(seq_lens, config.budget_pages, dtype=torch.int32)
+        schedule = _cached_schedule_tensors(config, str(seq_lens.device))
+    bounds, budgets = schedule
     step = torch.bucketize(seq_lens.to(torch.int32), bounds, right=False)
     return budgets[step]
 
@@ -67,8 +78,10 @@ class FlowContext:
         num_kv_heads: int,
         head_dim: int,
         kernel_backend: str = "auto",
+        schedule: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> "FlowContext":
-        """Derive the per-step tensors with device ops only (safe inside CUDA-graph capture)."""
+        """Derive the per-step tensors with device ops only (safe inside CUDA-graph capture); ``schedule``
+        as for ``budgets_for``."""
         if page_table.dim() != 2 or seq_lens.dim() != 1 or page_table.shape[0] != seq_lens.shape[0]:
             raise ValueError(
                 f"page_table must be [batch, max_pages] and seq_lens [batch]; got {tuple(page_table.shape)} "
@@ -81,7 +94,7 @@ class FlowContext:
             page_table=page_table.to(torch.int32),
             seq_lens=seq_lens,
             num_pages=(seq_lens + config.page_size - 1) // config.page_size,
-            budgets=budgets_for(seq_lens, config),
+            budgets=budgets_for(seq_lens, config, schedule),
             page_size=config.page_size,
             num_q_heads=num_q_heads,
             num_kv_heads=num_kv_heads,

@@ -6,13 +6,15 @@ and :meth:`FlowRunner.decode` in every layer. :func:`run_flow` does all of it fo
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from vortex_rl.kernels import check_decode_inputs
 from vortex_rl.kernels.paged_decode import all_pages
 from vortex_rl.sparse.backend import KernelSet, fused_kernels, resolve_backend
 from vortex_rl.sparse.config import SparseConfig
-from vortex_rl.sparse.context import CacheContext, FlowContext
+from vortex_rl.sparse.context import CacheContext, FlowContext, schedule_tensors
 from vortex_rl.sparse.flow import get_flow, vFlow
 from vortex_rl.sparse.vtensor import BATCHED, PAGED, vTensor
 
@@ -85,6 +87,7 @@ class FlowRunner:
         self.state_shapes = self.flow.cache_shapes(config.page_size, head_dim)
         self.cache_ctx = CacheContext(config.page_size, num_kv_heads, head_dim, kernel_backend)
         self._fused_by_device: dict[str, dict] = {}
+        self._schedules: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # persistent, refilled in place
 
     @property
     def is_dense(self) -> bool:
@@ -107,7 +110,38 @@ class FlowRunner:
             num_kv_heads=self.num_kv_heads,
             head_dim=self.head_dim,
             kernel_backend=self.kernel_backend,
+            schedule=self._schedule(seq_lens.device) if self.config.budget_schedule else None,
         )
+
+    def _schedule(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        key = str(device)
+        if key not in self._schedules:
+            self._schedules[key] = schedule_tensors(self.config, device)
+        return self._schedules[key]
+
+    def set_budget_schedule(self, budget_schedule: tuple[tuple[int, int], ...], budget_pages: int) -> None:
+        """Take a new budget schedule between decode steps, without rebuilding anything.
+
+        The schedule tensors are refilled in place, so decode graphs captured earlier read the new
+        budgets; hence the number of steps must stay that of the current schedule, and no budget may
+        exceed ``config.max_budget`` (the page-list width everything was sized for; set
+        ``SparseConfig.max_budget_pages`` to leave room).
+        """
+        new = dataclasses.replace(self.config, budget_schedule=budget_schedule, budget_pages=budget_pages,
+                                  max_budget_pages=self.config.max_budget)
+        steps, old_steps = len(new.budget_schedule), len(self.config.budget_schedule or ())
+        if steps != old_steps:
+            raise ValueError(f"budget_schedule has {steps} steps; this flow runner was built with {old_steps} "
+                             "(give the engine's SparseConfig a schedule with as many steps to start from)")
+        if new.max_budget != self.config.max_budget:
+            raise ValueError(f"budget schedule {budget_schedule} / budget_pages={budget_pages} exceeds max_budget="
+                             f"{self.config.max_budget} the engine was sized for; raise sparse.max_budget_pages")
+        self.config = new
+        with torch.inference_mode():  # the buffers were made under the engine's inference mode
+            for device, (bounds, budgets) in self._schedules.items():
+                new_bounds, new_budgets = schedule_tensors(new, device)
+                bounds.copy_(new_bounds)
+                budgets.copy_(new_budgets)
 
     def _kernels(self, t: torch.Tensor) -> KernelSet:
         return resolve_backend(self.kernel_backend, t.device)

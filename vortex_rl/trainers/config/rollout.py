@@ -28,6 +28,43 @@ class ValKwargs:
 
 
 @dataclass
+class SparseGuardConfig:
+    """The live budget guard (``vortex_rl.trainers.algos.budget_guard``): per context-length bin, the
+    engine's sparse budget doubles (up to dense) for the next steps when that bin's ``alpha_p5`` falls
+    below ``min_alpha_p5``, and halves again (not below the configured ``rollout.sparse`` schedule) when it
+    stays healthy. Each bin's budget is logged as ``rollout/budget_pages/pos_<a>-<b>``.
+
+    min_alpha_p5: the floor of the per-bin 5th percentile of the acceptance rate (lower bound ``alpha_k``);
+        ``null`` = no guard. Needs ``rollout.logprobs > 0`` and the embedded engine.
+    hysteresis: a bin's budget is lowered only while its ``alpha_p5 >= min_alpha_p5 + hysteresis``.
+    patience: steps in a row above that before a budget is lowered.
+    bin_tokens: context tokens (prompt + response) per bin.
+    max_budget_pages: the most pages any bin may get (``null``: dense, ``ceil(bin end / page_size)``); the
+        engine's page lists and CUDA graphs are sized for it once.
+    """
+
+    min_alpha_p5: float | None = None
+    hysteresis: float = 0.02
+    patience: int = 2
+    bin_tokens: int = 256
+    max_budget_pages: int | None = None
+
+    def __post_init__(self) -> None:
+        key = "rollout.sparse_guard"
+        check(self.min_alpha_p5 is None or 0 < self.min_alpha_p5 < 1,
+              f"{key}.min_alpha_p5={self.min_alpha_p5} must lie in (0, 1), or be null for no guard")
+        check(0 <= self.hysteresis < 1, f"{key}.hysteresis={self.hysteresis} must lie in [0, 1)")
+        check(self.patience >= 1, f"{key}.patience={self.patience} must be >= 1")
+        check(self.bin_tokens >= 1, f"{key}.bin_tokens={self.bin_tokens} must be >= 1")
+        check(self.max_budget_pages is None or self.max_budget_pages >= 1,
+              f"{key}.max_budget_pages={self.max_budget_pages} must be >= 1, or null for dense")
+
+    @property
+    def enabled(self) -> bool:
+        return self.min_alpha_p5 is not None
+
+
+@dataclass
 class RolloutConfig(EngineConfig):
     """Sampling and the sparse rollout engine.
 
@@ -47,6 +84,7 @@ class RolloutConfig(EngineConfig):
     update_weights_bucket_mb: weights are sent to the engine in buckets of about this many MiB.
     free_cache_engine: put the engine to sleep (free its KV cache) while the actor trains.
     val_kwargs: sampling for validation.
+    sparse_guard: the live budget guard (``SparseGuardConfig``; off by default).
     """
 
     # The engine shares its GPU with the learner (colocated), so it may not take the 0.9 a standalone
@@ -61,6 +99,7 @@ class RolloutConfig(EngineConfig):
     update_weights_bucket_mb: int = 512
     free_cache_engine: bool = True
     val_kwargs: ValKwargs = field(default_factory=ValKwargs)
+    sparse_guard: SparseGuardConfig = field(default_factory=SparseGuardConfig)
 
     def __post_init__(self) -> None:
         try:
@@ -75,6 +114,10 @@ class RolloutConfig(EngineConfig):
         check(self.temperature > 0, f"rollout.temperature={self.temperature} must be > 0 for RL sampling")
         check(0 <= self.logprobs <= 20, f"rollout.logprobs={self.logprobs} must lie in 0..20")
         check(self.update_weights_bucket_mb >= 1, f"rollout.update_weights_bucket_mb={self.update_weights_bucket_mb} must be >= 1")
+        if self.sparse_guard.enabled:
+            check(self.logprobs > 0, "rollout.sparse_guard needs the acceptance rate: set rollout.logprobs > 0")
+            check(self.engine == "vortex", f"rollout.sparse_guard needs rollout.engine=vortex, got {self.engine!r}")
+            check(self.flow != "dense", "rollout.sparse_guard has nothing to guard with rollout.flow=dense")
 
     def engine_config(self, *, max_sequence_length: int, device: str, seed: int) -> EngineConfig:
         """The engine's config: this section's engine fields, with room for ``max_sequence_length`` tokens

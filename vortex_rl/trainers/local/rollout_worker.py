@@ -9,6 +9,7 @@ import torch
 
 from vortex_rl.rollout import Completion, Engine, SamplingParams, weight_buckets
 from vortex_rl.trainers.config import GRPOConfig
+from vortex_rl.trainers.step.budget_guard import guarded_engine_config
 
 
 def build_engine(model: torch.nn.Module, tokenizer: Any, config: GRPOConfig, device: torch.device):
@@ -17,7 +18,7 @@ def build_engine(model: torch.nn.Module, tokenizer: Any, config: GRPOConfig, dev
     SGLang loads models from disk, so for ``sglang`` the actor is saved to a temporary directory first;
     later weights arrive through ``update_weights`` like with the embedded engine.
     """
-    settings = config.engine_config(str(device))
+    settings = guarded_engine_config(config, config.engine_config(str(device)))
     if config.rollout.engine == "sglang":
         from vortex_rl.rollout.sglang import make_sglang_engine
 
@@ -55,6 +56,10 @@ class LocalRolloutWorker:
 
     def weights_checksum(self) -> float:
         return self.engine.state_checksum()
+
+    def set_budget_schedule(self, budget_schedule: tuple[tuple[int, int], ...], budget_pages: int) -> None:
+        """The sparse budgets of the next generations (the budget guard's schedule)."""
+        self.engine.set_budget_schedule(budget_schedule, budget_pages)
 
     @property
     def dtype(self) -> torch.dtype:

@@ -68,6 +68,9 @@ class RolloutActor:
     def weights_checksum(self) -> float:
         return self.worker.weights_checksum()
 
+    def set_budget_schedule(self, budget_schedule: tuple[tuple[int, int], ...], budget_pages: int) -> None:
+        self.worker.set_budget_schedule(budget_schedule, budget_pages)
+
     def dtype(self) -> torch.dtype:
         return self.worker.dtype
 

@@ -67,6 +67,7 @@ class RayRolloutGroup:
         self.restarts = 0
         self.on_restart: Callable[[], None] | None = None  # set by the weight sync: resend the learner's weights
         self._dtype: torch.dtype | None = None  # asked on first use: creating the group does not wait for the actors
+        self._budget_schedule: tuple | None = None  # the budget guard's latest, given again to a restarted worker
 
     # ------------------------------------------------------------------------------------ plumbing
     def call_all(self, method: str, *args) -> list:
@@ -95,6 +96,8 @@ class RayRolloutGroup:
                     raise RolloutFailure(f"rollout worker {i} did not come back after dying (restarts exhausted "
                                          f"or no resources within {self.restart_timeout_s:.0f}s): {err}") from err
             self.restarts += 1
+            if self._budget_schedule is not None:
+                ray.get(self.actors[i].set_budget_schedule.remote(*self._budget_schedule))
 
     # ------------------------------------------------------------------- the RolloutWorker protocol
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams | Sequence[SamplingParams],
@@ -134,6 +137,10 @@ class RayRolloutGroup:
         for bucket in weight_buckets(named_tensors, self.bucket_bytes):
             ref = ray.put([(name, tensor.detach().cpu()) for name, tensor in bucket])
             self.call_all("update_weights", ref)
+
+    def set_budget_schedule(self, budget_schedule: tuple[tuple[int, int], ...], budget_pages: int) -> None:
+        self._budget_schedule = (budget_schedule, budget_pages)
+        self.call_all("set_budget_schedule", budget_schedule, budget_pages)
 
     def weights_checksums(self) -> list[float]:
         return self.call_all("weights_checksum")

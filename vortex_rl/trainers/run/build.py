@@ -13,6 +13,7 @@ from vortex_rl.trainers.config import GRPOConfig
 from vortex_rl.trainers.local.model_loader import load_tokenizer, pad_token_id
 from vortex_rl.trainers.run.checkpoint import restore_training_state
 from vortex_rl.trainers.run.prompts import load_prompts
+from vortex_rl.trainers.step.budget_guard import make_budget_guard
 from vortex_rl.trainers.step.protocols import RunParts
 from vortex_rl.trainers.step.train_step import TrainContext
 
@@ -30,9 +31,12 @@ def build_run(config: GRPOConfig, checkpoint: Path | None) -> tuple[TrainContext
         sampler = EpochSampler(len(train_prompts), config.data.train_batch_size, seed=config.trainer.seed,
                                shuffle=config.data.shuffle)
         start_step = 0
+        guard = make_budget_guard(config)
         if checkpoint is not None:
-            start_step = restore_training_state(checkpoint, learner=parts.learner, sampler=sampler)
+            start_step = restore_training_state(checkpoint, learner=parts.learner, sampler=sampler, guard=guard)
             tqdm.write(f"resuming from {checkpoint} (step {start_step})")
+            if guard is not None:
+                parts.worker.set_budget_schedule(*guard.schedule())
         parts.weight_sync()  # the engines start from the learner's weights (warmed up or restored), checked
     except BaseException:
         parts.reward_pool.close()
@@ -40,7 +44,8 @@ def build_run(config: GRPOConfig, checkpoint: Path | None) -> tuple[TrainContext
         raise
     ctx = TrainContext(config=config, learner=parts.learner, worker=parts.worker, reward_pool=parts.reward_pool,
                        weight_sync=parts.weight_sync, train_prompts=train_prompts, val_prompts=val_prompts,
-                       sampler=sampler, tokenizer=tokenizer, pad_id=pad_token_id(tokenizer), shutdown=parts.close)
+                       sampler=sampler, tokenizer=tokenizer, pad_id=pad_token_id(tokenizer), shutdown=parts.close,
+                       guard=guard)
     return ctx, start_step, metrics
 
 

@@ -94,10 +94,13 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return trainer_state, learner_state
 
 
-def restore_training_state(checkpoint: Path, *, learner: Any, sampler: Any) -> int:
-    """Load the learner, data order and RNG states saved in ``checkpoint``; returns the step to resume after."""
+def restore_training_state(checkpoint: Path, *, learner: Any, sampler: Any, guard: Any = None) -> int:
+    """Load the learner, data order, budget guard (when both the run and the checkpoint have one) and RNG
+    states saved in ``checkpoint``; returns the step to resume after."""
     trainer_state, learner_state = load_checkpoint(checkpoint)
     learner.load_state_dict(learner_state)
     sampler.load_state_dict(trainer_state["sampler"])
+    if guard is not None and "budget_guard" in trainer_state:
+        guard.load_state_dict(trainer_state["budget_guard"])
     set_rng_state(trainer_state["rng"])
     return int(trainer_state["step"])

@@ -71,5 +71,13 @@ def run_steps(ctx: TrainContext, tracker: Tracker, run_dir: Path, start_step: in
         tracker.log(metrics, step=step)
         if (trainer.save_freq > 0 and step % trainer.save_freq == 0) or step == total:
             save_checkpoint(run_dir, step, learner=ctx.learner, tokenizer=ctx.tokenizer,
-                            trainer_state={"sampler": ctx.sampler.state_dict()}, max_to_keep=trainer.max_ckpt_to_keep)
+                            trainer_state=trainer_state(ctx), max_to_keep=trainer.max_ckpt_to_keep)
             save_plots(tracker.history, run_dir)
+
+
+def trainer_state(ctx: TrainContext) -> dict:
+    """What a checkpoint keeps besides the learner: the data order and the budget guard's schedule."""
+    state = {"sampler": ctx.sampler.state_dict()}
+    if ctx.guard is not None:
+        state["budget_guard"] = ctx.guard.state_dict()
+    return state

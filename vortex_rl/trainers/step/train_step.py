@@ -13,6 +13,7 @@ from vortex_rl.data.prompts import Prompt
 from vortex_rl.data.sampler import EpochSampler
 from vortex_rl.trainers.algos.core_algos import masked_mean
 from vortex_rl.trainers.config import GRPOConfig
+from vortex_rl.trainers.step.budget_guard import BudgetGuard
 from vortex_rl.trainers.step.advantages import apply_rollout_correction, compute_advantages, select_informative
 from vortex_rl.trainers.step.protocols import Learner, RewardScorer, RolloutWorker, WeightSync
 from vortex_rl.trainers.step.sampling import Samples, response_metrics, sample, to_batch, train_sampling_params
@@ -35,6 +36,7 @@ class TrainContext:
     tokenizer: Any
     pad_id: int
     shutdown: Callable[[], None] = lambda: None  # releases the orchestrator's processes
+    guard: BudgetGuard | None = None  # rollout.sparse_guard: the live sparse budget schedule
 
 
 @contextmanager
@@ -60,6 +62,8 @@ def train_step(ctx: TrainContext, step: int) -> dict[str, float]:
             ctx.learner.compute_log_probs(batch)
         # the mismatch is measured on the samples as generated, before dynamic sampling duplicates groups
         metrics.update(apply_rollout_correction(batch, config.algorithm.rollout_correction))
+        if ctx.guard is not None:  # the engines take a changed schedule for the next step's rollouts
+            metrics.update(ctx.guard.observe(batch, ctx.worker))
         metrics["actor/entropy"] = masked_mean(batch.entropy, batch.response_mask).item()
         generator = torch.Generator().manual_seed(step_seed(config.trainer.seed, step, 1))
         batch, skip, selection = select_informative(batch, config.algorithm, generator)
