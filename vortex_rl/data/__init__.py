@@ -12,7 +12,8 @@ from vortex_rl.data.problem import MathProblem, MissingFieldError
 from vortex_rl.data.prompts import BOXED_INSTRUCTION, Prompt, PromptSet, build_prompts, encode_prompt
 from vortex_rl.data.reward_pool import RewardPool, RewardResult
 from vortex_rl.data.sampler import EpochSampler
-from vortex_rl.data import synthetic as _synthetic  # noqa: F401  (registers the generated datasets)
+from vortex_rl.data import retrieval as _retrieval  # noqa: F401  (registers the generated datasets)
+from vortex_rl.data import synthetic as _synthetic  # noqa: F401
 
 __all__ = [
     "BOXED_INSTRUCTION", "DATASETS", "EpochSampler", "MathProblem", "MissingFieldError", "Prompt", "PromptSet",
