@@ -8,7 +8,7 @@ from vortex_rl.train import available_recipes, compose_config, main, split_args
 from vortex_rl.trainers.config import GRPOConfig
 from vortex_rl.trainers.config.dataclass_dicts import ConfigKeyError, defaults_dict, from_dict, valid_keys
 
-RECIPES = ["qwen3_0p6b_polaris", "qwen3_4b_polaris", "smollm2_arith", "tiny_cpu"]
+RECIPES = ["qwen3_0p6b_polaris", "qwen3_4b_polaris", "smollm2_arith", "tiny_cpu", "tiny_retrieval"]
 
 
 def test_every_recipe_composes():
