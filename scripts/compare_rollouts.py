@@ -46,11 +46,23 @@ def val_key(rows: dict[int, dict[str, float]]) -> str | None:
     return keys[0] if keys else None
 
 
-def budget_of(row: dict[str, float], dense_pages: int) -> float:
-    """Pages per decode step of the longest guarded bin (the recipe's budget without a guard, dense for
-    the dense arm)."""
+def budget_of(row: dict[str, float], default: float) -> float:
+    """Pages per decode step of the longest guarded bin; ``default`` (the arm's fixed budget) without a guard."""
     budgets = [v for k, v in row.items() if k.startswith(BUDGET_PREFIX)]
-    return max(budgets) if budgets else float(dense_pages)
+    return max(budgets) if budgets else float(default)
+
+
+def fixed_budget(run_dir: Path) -> float:
+    """The budget of a run without a guard: dense pages of the longest sequence for ``rollout.flow=dense``,
+    else the largest budget of ``rollout.sparse``."""
+    import yaml
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    sparse = config["rollout"]["sparse"]
+    if config["rollout"]["flow"] == "dense":
+        return float(-(-(config["data"]["max_prompt_length"] + config["data"]["max_response_length"])
+                       // sparse["page_size"]))
+    return float(max([sparse["budget_pages"]] + [b for _, b in sparse.get("budget_schedule") or ()]))
 
 
 def warm_start(recipe: str, out: Path, extra: list[str]) -> list[str]:
@@ -97,7 +109,7 @@ def run_arm(recipe: str, arm: str, seed: int, steps: int | None, out: Path, extr
     return run_dir
 
 
-def summarise(rows: dict[int, dict[str, float]], *, tail_frac: float, dense_pages: int, arm: str) -> dict[str, float]:
+def summarise(rows: dict[int, dict[str, float]], *, tail_frac: float, default_budget: float) -> dict[str, float]:
     """Final numbers of one run: mean training reward over the last ``tail_frac`` of steps, the last and
     the best validation accuracy, mean ``alpha_p5`` over those steps and the final budget."""
     steps = sorted(s for s in rows if s > 0)
@@ -110,7 +122,8 @@ def summarise(rows: dict[int, dict[str, float]], *, tail_frac: float, dense_page
         "val_acc_start": vals[0] if vals else math.nan,
         "val_acc_final": vals[-1] if vals else math.nan,
         "alpha_p5_tail": statistics.fmean(rows[s][ALPHA] for s in tail if ALPHA in rows[s]),
-        "budget_final": budget_of(rows[steps[-1]], dense_pages) if arm != "dense" else float(dense_pages),
+        "budget_final": budget_of(rows[steps[-1]], default_budget),
+        "budget_mean": statistics.fmean(budget_of(rows[s], default_budget) for s in steps),
         "steps": float(len(steps)),
     }
     return out
@@ -121,7 +134,8 @@ def spread(values: list[float]) -> dict[str, float]:
             "min": min(values), "max": max(values), "values": values}
 
 
-def plot(series: dict[str, list[dict[int, dict[str, float]]]], path: Path, *, dense_pages: int, title: str) -> None:
+def plot(series: dict[str, list[dict[int, dict[str, float]]]], path: Path, *, budgets: dict[str, float], title: str
+         ) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -139,7 +153,7 @@ def plot(series: dict[str, list[dict[int, dict[str, float]]]], path: Path, *, de
                 for s in sorted(rows):
                     if key == "budget":
                         if s > 0:
-                            points[s] = budget_of(rows[s], dense_pages) if arm != "dense" else dense_pages
+                            points[s] = budget_of(rows[s], budgets[arm])
                     elif vk in rows[s]:
                         points[s] = rows[s][vk]
                 xs = sorted(points)
@@ -192,26 +206,23 @@ def main(argv: list[str] | None = None) -> dict:
             if not args.summarise_only:
                 run_arm(args.recipe, arm, seed, args.steps, out, extra, args.min_alpha_p5)
             series.setdefault(arm, []).append(read_metrics(run_dir))
-    import yaml
-
-    config = yaml.safe_load((out / args.arms[0] / f"seed{args.seeds[0]}" / "config.yaml").read_text())
-    page_size = config["rollout"]["sparse"]["page_size"]
-    dense_pages = -(-(config["data"]["max_prompt_length"] + config["data"]["max_response_length"]) // page_size)
+    budgets = {arm: fixed_budget(out / arm / f"seed{args.seeds[0]}") for arm in args.arms}
     result = {"recipe": args.recipe, "seeds": args.seeds, "min_alpha_p5": args.min_alpha_p5,
               "overrides": args.overrides, "device": "cpu", "arms": {}}
     for arm, runs in series.items():
-        finals = [summarise(rows, tail_frac=args.tail_frac, dense_pages=dense_pages, arm=arm) for rows in runs]
+        finals = [summarise(rows, tail_frac=args.tail_frac, default_budget=budgets[arm]) for rows in runs]
         result["arms"][arm] = {name: spread([f[name] for f in finals]) for name in finals[0]}
     (out / "compare.json").write_text(json.dumps(result, indent=1))
-    plot(series, out / "compare.png", dense_pages=dense_pages,
+    plot(series, out / "compare.png", budgets=budgets,
          title=f"{args.recipe}: dense vs block-sparse vs block-sparse + guard ({len(args.seeds)} seeds)")
     print(f"\n{args.recipe}, seeds {args.seeds} (mean ± std over seeds); {out / 'compare.json'}, {out / 'compare.png'}")
     print(f"{'arm':<8} {'reward first':>14} {'reward last':>14} {'val acc start':>14} {'val acc final':>14} "
-          f"{'alpha_p5':>14} {'budget':>8}")
+          f"{'alpha_p5':>14} {'budget mean':>12} {'budget end':>11}")
     for arm, numbers in result["arms"].items():
         cell = lambda n: f"{numbers[n]['mean']:.3f} ± {numbers[n]['std']:.3f}"  # noqa: E731
         print(f"{arm:<8} {cell('reward_first'):>14} {cell('reward_tail'):>14} {cell('val_acc_start'):>14} "
-              f"{cell('val_acc_final'):>14} {cell('alpha_p5_tail'):>14} {numbers['budget_final']['mean']:>8.1f}")
+              f"{cell('val_acc_final'):>14} {cell('alpha_p5_tail'):>14} {numbers['budget_mean']['mean']:>12.1f} "
+              f"{numbers['budget_final']['mean']:>11.1f}")
     return result
 
 
