@@ -8,8 +8,9 @@ Three engines on the same prompts, greedy, one after the other:
 - ``vortex``: ``vortex`` with the sparse budget (default 32 pages): tokens may diverge, throughput is the
   point.
 
-Then, on the ``vortex`` engine: ``sleep()``/``wake()`` and ``update_weights`` with the checkpoint's own
-weights must leave greedy outputs and the weight checksum unchanged.
+Then, on the ``vortex`` engine: ``sleep()``/``wake()``, ``update_weights`` with the checkpoint's own
+weights (one SGLang weight-update session), a refused update (mis-shaped tensor) and
+``update_weights_from_disk`` must leave greedy outputs and the weight checksum unchanged.
 
 Prompts are synthetic long contexts (numbered facts, then a question about one of them), so decode
 attends to more pages than the budget. Prints a table last and writes JSON (with the device) as it goes.
@@ -82,20 +83,38 @@ def run(name: str, model: str, config: EngineConfig, options: SGLangOptions, pro
 
 
 def check_engine_lifecycle(engine, model: str, prompts, params) -> dict:
-    """sleep/wake and a weight update with the same weights must change nothing."""
+    """sleep/wake, a weight update with the same weights (inside SGLang's weight-update session), a
+    refused update (a mis-shaped tensor: the old weights must keep serving) and a reload from disk must
+    change nothing."""
     from safetensors.torch import load_file
 
-    before = [g[0].token_ids for g in engine.generate(prompts, params, use_tqdm=False)]
+    from vortex_rl.rollout.sglang.weight_sync import WeightUpdateError
+
+    def greedy():
+        return [g[0].token_ids for g in engine.generate(prompts, params, use_tqdm=False)]
+
+    before = greedy()
     checksum = engine.state_checksum()
     engine.sleep()
     engine.wake()
-    after_wake = [g[0].token_ids for g in engine.generate(prompts, params, use_tqdm=False)]
+    after_wake = greedy()
     files = sorted(Path(model).glob("*.safetensors"))
     sent = engine.update_weights((name, t) for f in files for name, t in load_file(str(f)).items())
-    after_update = [g[0].token_ids for g in engine.generate(prompts, params, use_tqdm=False)]
+    after_update = greedy()
+    name, tensor = next(iter(load_file(str(files[0])).items()))
+    try:
+        engine.update_weights([(name, tensor.flatten()[:-1])])
+        refused = False
+    except WeightUpdateError as exc:
+        refused = not exc.weights_changed
+    after_refused = greedy()
+    engine.update_weights_from_disk(model)
+    after_disk = greedy()
     return {
         "same_after_sleep_wake": before == after_wake,
         "same_after_update_weights": before == after_update,
+        "refused_update_kept_weights": refused and before == after_refused,
+        "same_after_update_from_disk": before == after_disk,
         "checksum_unchanged": engine.state_checksum() == checksum,
         "weights_sent": sent,
     }
@@ -155,7 +174,7 @@ def main() -> None:
     for name, r in report["runs"].items():
         print(f"{name:<12} {r['tokens_per_s']:>9.0f} {r['tokens_per_s'] / base:>7.2f}x {r.get('exact_match', 1):>6.2f} "
               f"{r.get('common_prefix', 1):>7.2f} {r.get('max_logprob_gap', 0):>12.2e}")
-    checks = {k: v for k, v in report["runs"]["vortex"].items() if k.startswith(("same_", "checksum"))}
+    checks = {k: v for k, v in report["runs"]["vortex"].items() if k.startswith(("same_", "checksum", "refused"))}
     print("lifecycle checks:", checks, f"-> {out}")
 
 

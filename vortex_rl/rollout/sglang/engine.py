@@ -36,6 +36,14 @@ from vortex_rl.rollout.sglang.options import (
     sglang_sampling_params,
 )
 from vortex_rl.rollout.sglang.weight_sums import PARAM_SUMS_ACTION, combine_param_sums
+from vortex_rl.rollout.sglang.weight_sync import (
+    WeightUpdateError,
+    check_result,
+    checkpoint_shapes,
+    update_from_disk,
+    update_from_distributed,
+    update_from_tensors,
+)
 from vortex_rl.rollout.stats import EngineStats
 from vortex_rl.rollout.weights import weight_buckets
 
@@ -75,6 +83,8 @@ class SGLangEngine:
         self.engine = sglang.Engine(**self.server_args)
         self.stats = EngineStats()
         self.sleeping = False
+        self.weights_error: str | None = None  # set while a failed update left mixed weights serving
+        self.weight_shapes = checkpoint_shapes(model_path)  # checked before each bucket is sent
         self._seeds = random.Random(config.seed)
 
     # ------------------------------------------------------------------------------------------ generate
@@ -87,6 +97,9 @@ class SGLangEngine:
         """
         if self.sleeping:
             raise RuntimeError("the engine is asleep: call wake() before generate()")
+        if self.weights_error is not None:
+            raise RuntimeError(f"the last weight update left SGLang serving a mix of old and new weights "
+                               f"({self.weights_error}); send the complete weights again before generate()")
         prompt_ids = self._encode(prompts)
         params = params_for_prompts(sampling_params, len(prompt_ids))
         if not isinstance(n, int) or n < 1:
@@ -148,17 +161,14 @@ class SGLangEngine:
     # ------------------------------------------------------------------------------- weights and memory
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> int:
         """Load new weights (Hugging Face names) through ``update_weights_from_tensor``, in buckets of
-        ``options.weight_bucket_mb``; the radix cache (stale under new weights) is flushed once at the end.
-        Returns how many tensors were sent."""
-        if self.sleeping and self.options.sleep_releases_weights:
-            raise RuntimeError("update_weights() while asleep with the weights released: call wake() first")
-        count = 0
-        for bucket in weight_buckets(named_tensors, self.options.weight_bucket_mb << 20):
-            result = self.engine.update_weights_from_tensor(named_tensors=bucket, flush_cache=False)
-            _check_result(result, "update_weights_from_tensor")
-            count += len(bucket)
-        self.engine.flush_cache()
-        return count
+        ``options.weight_bucket_mb``, inside one SGLang weight-update session; the radix cache (stale under
+        new weights) is flushed once at the end. Returns how many tensors were sent.
+
+        On failure raises ``WeightUpdateError``: with ``weights_changed=False`` the old weights still serve;
+        otherwise ``generate()`` refuses until a complete update succeeds (``weight_sync``)."""
+        self._check_weights_resident()
+        buckets = weight_buckets(named_tensors, self.options.weight_bucket_mb << 20)
+        return self._guarded(lambda: update_from_tensors(self.engine, buckets, self.weight_shapes))
 
     def init_weight_sync_group(self, master_address: str, master_port: int, rank_offset: int, world_size: int,
                                group_name: str = "vortex_weight_sync", backend: str = "nccl") -> None:
@@ -166,16 +176,35 @@ class SGLangEngine:
         placement: the trainer's rank 0 broadcasts, this engine's ranks start at ``rank_offset``)."""
         result = self.engine.init_weights_update_group(master_address, master_port, rank_offset, world_size,
                                                        group_name, backend)
-        _check_result(result, "init_weights_update_group")
+        check_result(result, "init_weights_update_group")
 
     def update_weights_from_distributed(self, names: list[str], dtypes: list[torch.dtype], shapes: list[list[int]],
                                         group_name: str = "vortex_weight_sync") -> None:
         """Receive weights the trainer broadcasts in the group of ``init_weight_sync_group`` (the trainer
-        broadcasts the same tensors, in the same order, while this call waits)."""
-        result = self.engine.update_weights_from_distributed(
-            names, [str(d).removeprefix("torch.") for d in dtypes], [list(s) for s in shapes], group_name,
-        )
-        _check_result(result, "update_weights_from_distributed")
+        broadcasts the same tensors, in the same order, while this call waits), in one session; failures
+        as in ``update_weights``."""
+        self._check_weights_resident()
+        self._guarded(lambda: update_from_distributed(self.engine, names, dtypes, shapes, group_name))
+
+    def update_weights_from_disk(self, model_path: str, load_format: str | None = None) -> None:
+        """Reload every weight from a checkpoint directory; failures as in ``update_weights``."""
+        self._check_weights_resident()
+        self._guarded(lambda: update_from_disk(self.engine, model_path, load_format))
+
+    def _guarded(self, update):
+        """Run one weight update; remember a failure that left mixed weights, forget it after a success."""
+        try:
+            out = update()
+        except WeightUpdateError as exc:
+            if exc.weights_changed:
+                self.weights_error = str(exc)
+            raise
+        self.weights_error = None
+        return out
+
+    def _check_weights_resident(self) -> None:
+        if self.sleeping and self.options.sleep_releases_weights:
+            raise RuntimeError("a weight update while asleep with the weights released: call wake() first")
 
     def sleep(self) -> None:
         """Free the KV cache (with the flow's page state) and CUDA graphs; with
@@ -218,10 +247,3 @@ class SGLangEngine:
     def __exit__(self, *exc) -> None:
         self.shutdown()
 
-
-def _check_result(result, what: str) -> None:
-    """SGLang's control calls answer ``(success, message, ...)`` or an object with ``success``."""
-    success = result[0] if isinstance(result, tuple) else getattr(result, "success", True)
-    if not success:
-        message = result[1] if isinstance(result, tuple) else getattr(result, "message", "")
-        raise RuntimeError(f"SGLang {what} failed: {message}")
