@@ -27,7 +27,7 @@ from vortex_rl.rollout.model_source import eos_token_ids
 from vortex_rl.rollout.sampler import sample_seed
 from vortex_rl.rollout.sampling_params import SamplingParams, params_for_prompts
 from vortex_rl.rollout.sequence import Completion
-from vortex_rl.rollout.sglang.compat import require_sglang
+from vortex_rl.rollout.sglang.plugin import prepare_process
 from vortex_rl.rollout.sglang.options import (
     SLEEP_TAGS,
     SGLangOptions,
@@ -65,7 +65,7 @@ class SGLangEngine:
     ``sleep``/``wake``, ``state_checksum``, and the attributes ``dtype``, ``eos_token_ids``, ``stats``."""
 
     def __init__(self, model_path: str, config: EngineConfig, options: SGLangOptions | None = None):
-        require_sglang()
+        prepare_process()  # version, entry point, registration: loud errors before SGLang starts
         import sglang
         from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 

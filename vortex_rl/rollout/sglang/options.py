@@ -16,6 +16,7 @@ from vortex_rl.rollout.sampling_params import SamplingParams
 from vortex_rl.rollout.sequence import Completion
 from vortex_rl.rollout.sglang.compat import BACKEND_NAME
 from vortex_rl.rollout.sglang.config import DENSE_BACKENDS, VortexBackendConfig
+from vortex_rl.rollout.sglang.server_checks import REQ_TO_TOKEN_EXTRA, check_page_table_width, check_server_args
 from vortex_rl.sparse import get_flow
 
 # What sleep() frees: the KV cache (the flow's page state lives in its region) and the CUDA graphs.
@@ -70,8 +71,9 @@ def server_args_for(model_path: str, config: EngineConfig, options: SGLangOption
                     ) -> dict[str, Any]:
     """``sglang.Engine`` keyword arguments (``ServerArgs`` fields) for our config.
 
-    hf_config: the model's ``transformers`` config, needed only to turn ``config.kv_cache_memory_gb`` into
-    a token count (``kv_tokens_for_memory``).
+    hf_config: the model's ``transformers`` config, needed to turn ``config.kv_cache_memory_gb`` into a
+    token count (``kv_tokens_for_memory``) and to check the default context's page-table width.
+    Raises ``ValueError`` for what the vortex backend refuses (``server_checks``).
     """
     _check_supported(config, options)
     dtype = "bfloat16" if config.dtype == "auto" else config.dtype
@@ -107,7 +109,15 @@ def server_args_for(model_path: str, config: EngineConfig, options: SGLangOption
     clash = sorted(set(options.server_args) & (set(args) - {"json_model_override_args"}))
     if clash:
         raise ValueError(f"SGLangOptions.server_args sets {clash}, which EngineConfig/SGLangOptions already set")
-    return {**options.server_args, **args}
+    merged = {**options.server_args, **args}
+    if merged.get("attention_backend") == BACKEND_NAME:
+        check_server_args(merged.get, dense_backend=options.dense_backend)
+        # SGLang's default context is the model's max_position_embeddings; the scheduler checks the
+        # exact req_to_token width again.
+        context = merged.get("context_length") or getattr(hf_config, "max_position_embeddings", None)
+        if context is not None:
+            check_page_table_width(int(context) + REQ_TO_TOKEN_EXTRA, config.page_size, config.flow)
+    return merged
 
 
 def _check_supported(config: EngineConfig, options: SGLangOptions) -> None:
