@@ -160,3 +160,37 @@ def test_options_are_validated():
     assert VortexBackendConfig.from_override_args("{}") == VortexBackendConfig()
     schedule = VortexBackendConfig(sparse=SparseConfig(budget_schedule=((1024, 8), (4096, 16))))
     assert VortexBackendConfig.from_dict(json.loads(json.dumps(schedule.to_dict()))) == schedule
+
+
+def test_prepare_process_needs_the_installed_entry_point(monkeypatch):
+    """SGLang's scheduler processes find the plugin only through its entry point: without it the engine
+    refuses to start, naming the fix; with it the backend is registered in this process too."""
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **kw: [])
+    with pytest.raises(RuntimeError, match=r"entry point .* is not installed .*pip install -e \."):
+        plugin.prepare_process()
+    monkeypatch.setattr(importlib.metadata, "entry_points", real)
+    plugin.prepare_process()
+    assert ATTENTION_BACKENDS["vortex"] is plugin.create_vortex_backend
+
+
+def test_ray_rollout_actor_prepares_sglang_before_loading_the_model(monkeypatch):
+    pytest.importorskip("ray")
+    import dataclasses
+
+    from vortex_rl.trainers.config import GRPOConfig
+    from vortex_rl.trainers.ray.rollout_actor import RolloutActor
+
+    calls = []
+
+    def prepare():
+        calls.append("prepare")
+        raise RuntimeError("stop after prepare")
+
+    monkeypatch.setattr(plugin, "prepare_process", prepare)
+    config = GRPOConfig()
+    config = dataclasses.replace(config, rollout=dataclasses.replace(config.rollout, engine="sglang"))
+    actor = RolloutActor.__new__(RolloutActor)  # the class Ray wraps, without a Ray worker
+    with pytest.raises(RuntimeError, match="stop after prepare"):
+        actor.__init__(config, 0, use_gpu=False, num_threads=1, checkpoint_dir=None)
+    assert calls == ["prepare"]

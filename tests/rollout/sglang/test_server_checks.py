@@ -81,3 +81,16 @@ def test_scheduler_checks_the_real_req_to_token_width(tmp_path):
         runner.req_to_token_pool.req_to_token.dtype == torch.int32
     with get_parallel().override(attn_tp_size=1, attn_dcp_size=1), pytest.raises(ValueError, match="16385 pages"):
         VortexAttnBackend.from_model_runner(runner)
+
+
+def test_graph_memory_saver_needs_a_prefill_graph_that_is_not_breakable(monkeypatch):
+    """sleep() frees CUDA graphs only under SGLANG_MEMORY_SAVER_CUDA_GRAPH, which SGLang's breakable
+    prefill CUDA graph refuses."""
+    monkeypatch.delenv("SGLANG_MEMORY_SAVER_CUDA_GRAPH", raising=False)
+    server_args_for("m", EngineConfig(), SGLangOptions())
+    monkeypatch.setenv("SGLANG_MEMORY_SAVER_CUDA_GRAPH", "1")
+    with pytest.raises(ValueError, match="cuda_graph_backend_prefill"):
+        server_args_for("m", EngineConfig(), SGLangOptions())
+    fields = {"cuda_graph_backend_prefill": "disabled"}
+    ServerArgs(**server_args_for("m", EngineConfig(), SGLangOptions(server_args=fields)))
+    server_args_for("m", EngineConfig(), SGLangOptions(enable_memory_saver=False))

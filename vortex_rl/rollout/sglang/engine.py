@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import warnings
 from typing import Iterable, Sequence as Seq
 
 import torch
@@ -29,9 +30,11 @@ from vortex_rl.rollout.sampling_params import SamplingParams, params_for_prompts
 from vortex_rl.rollout.sequence import Completion
 from vortex_rl.rollout.sglang.plugin import prepare_process
 from vortex_rl.rollout.sglang.options import (
+    GRAPH_MEMORY_SAVER_ENV,
     SLEEP_TAGS,
     SGLangOptions,
     completion_from_output,
+    graph_memory_saver_on,
     server_args_for,
     sglang_sampling_params,
 )
@@ -83,6 +86,7 @@ class SGLangEngine:
         self.engine = sglang.Engine(**self.server_args)
         self.stats = EngineStats()
         self.sleeping = False
+        self._warned_graphs = False
         self.weights_error: str | None = None  # set while a failed update left mixed weights serving
         self.weight_shapes = checkpoint_shapes(model_path)  # checked before each bucket is sent
         self._seeds = random.Random(config.seed)
@@ -207,10 +211,17 @@ class SGLangEngine:
             raise RuntimeError("a weight update while asleep with the weights released: call wake() first")
 
     def sleep(self) -> None:
-        """Free the KV cache (with the flow's page state) and CUDA graphs; with
-        ``options.sleep_releases_weights`` the weights too (kept in CPU memory)."""
+        """Free the KV cache (with the flow's page state); with ``options.sleep_releases_weights`` the
+        weights too (kept in CPU memory). CUDA graph memory is freed only when
+        ``SGLANG_MEMORY_SAVER_CUDA_GRAPH=1`` was set for SGLang's processes (which SGLang allows only
+        without a breakable prefill CUDA graph: ``options.check_graph_memory_saver``); otherwise it stays
+        resident and a warning says so once."""
         if not self.options.enable_memory_saver:
             raise RuntimeError("sleep() needs SGLangOptions.enable_memory_saver=True")
+        if not graph_memory_saver_on() and not self._warned_graphs:
+            warnings.warn(f"SGLangEngine.sleep() frees the KV cache but not the CUDA graphs' memory "
+                          f"({GRAPH_MEMORY_SAVER_ENV} is not set)", RuntimeWarning, stacklevel=2)
+            self._warned_graphs = True
         if not self.sleeping:
             self.engine.release_memory_occupation(tags=self._memory_tags())
             self.sleeping = True
