@@ -158,3 +158,55 @@ def start_runtime(model_dir: Path):
         Path(store.name).unlink(missing_ok=True)
 
     return stop
+
+
+class BroadcastTrainer:
+    """The trainer's rank 0 of an SGLang weight-update group, in a thread of this process.
+
+    SGLang's engine side joins with ``init_custom_process_group`` (a TCP rendezvous at
+    ``127.0.0.1:port``, its store under ``PrefixStore(group_name)``, then torch's ``{group_name}/`` and
+    ``cpu/`` prefixes for a gloo group); a trainer in its own process would call the same function.
+    In one process the name is taken by the engine's group, so this side builds the gloo group on the
+    same store layout directly.
+    """
+
+    def __init__(self, group_name: str, timeout_s: float = 60.0):
+        import datetime
+        import socket
+        import threading
+
+        import torch.distributed as dist
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self._timeout = datetime.timedelta(seconds=timeout_s)
+        self._store = dist.TCPStore("127.0.0.1", self.port, 2, is_master=True, timeout=self._timeout,
+                                    wait_for_workers=False)
+        self._group_name, self._threading, self._dist = group_name, threading, dist
+        self._thread = None
+        self.error: BaseException | None = None
+
+    def broadcast(self, tensors: list[torch.Tensor]) -> None:
+        """Join the group (once the engine joins) and broadcast ``tensors`` in order, in the background."""
+        dist = self._dist
+
+        def run():
+            try:
+                store = dist.PrefixStore("cpu/", dist.PrefixStore(f"{self._group_name}/",
+                                                                 dist.PrefixStore(self._group_name, self._store)))
+                group = dist.ProcessGroupGloo(store, 0, 2, self._timeout)
+                for tensor in tensors:
+                    options = dist.BroadcastOptions()
+                    options.rootRank = 0
+                    group.broadcast([tensor], options).wait()
+            except BaseException as exc:  # reported by join()
+                self.error = exc
+
+        self._thread = self._threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join(self._timeout.total_seconds())
+        if self.error is not None:
+            raise self.error

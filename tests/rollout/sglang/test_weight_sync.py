@@ -12,7 +12,12 @@ from tests.rollout.sglang.sglang_env import import_sglang
 
 import_sglang()
 
-from tests.rollout.sglang.sglang_loopback import LoopbackEngine, start_runtime, write_checkpoint  # noqa: E402
+from tests.rollout.sglang.sglang_loopback import (  # noqa: E402
+    BroadcastTrainer,
+    LoopbackEngine,
+    start_runtime,
+    write_checkpoint,
+)
 from vortex_rl.rollout.sglang import SGLangEngine, SGLangOptions  # noqa: E402
 from vortex_rl.rollout.sglang.weight_sync import WeightUpdateError, checkpoint_shapes  # noqa: E402
 
@@ -127,6 +132,18 @@ def test_distributed_update_runs_in_a_session_and_a_failed_receive_keeps_the_wei
     _assert_serving(loop, _weights(0))
     engine.update_weights(_weights(1).items())  # SGLang's session is usable again
     _assert_serving(loop, _weights(1))
+
+
+def test_distributed_update_loads_the_trainers_broadcast_in_a_session(served):
+    """The trainer broadcasts over a real gloo group that SGLang's WeightUpdater joined."""
+    engine, loop = served
+    trainer = BroadcastTrainer("vortex_weight_sync")
+    trainer.broadcast([_weights(4)["embed"], _weights(4)["head"]])  # waits for the engine in the background
+    engine.init_weight_sync_group("127.0.0.1", trainer.port, rank_offset=1, world_size=2, backend="gloo")
+    engine.update_weights_from_distributed(["embed", "head"], [torch.float32] * 2, [[8, 4], [4, 8]])
+    trainer.join()
+    _assert_serving(loop, _weights(4))
+    assert loop.manager._session is None and loop.flushes == 1  # SGLang flushed in the same call
 
 
 def test_update_from_disk_reloads_the_checkpoint(served, tmp_path):
