@@ -108,3 +108,10 @@ def test_backends_on_one_pool_share_one_page_state():
     quest = VortexBackendConfig(flow="quest", sparse=SparseConfig(page_size=PS))
     with pytest.raises(ValueError, match="one pool, one flow"):
         shared_page_state(_runner(quest), pool, range(LAYERS))
+
+
+def test_cell_size_counts_the_state_when_only_decode_runs_vortex(tmp_path):
+    options = VortexBackendConfig(sparse=SparseConfig(page_size=PS))
+    kvc = _kvc(tmp_path, None, options)
+    kvc.server_args.decode_attention_backend = "vortex"
+    assert _cell_size(kvc) > _cell_size(kvc, _ORIGINAL)

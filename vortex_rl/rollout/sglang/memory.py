@@ -47,7 +47,8 @@ def cell_size_hook(original, configurator, kvc, num_layers, *args, **kwargs):
     the flow state's share when the server runs the ``vortex`` backend."""
     cell_size = original(configurator, kvc, num_layers, *args, **kwargs)
     server_args = kvc.server_args
-    if server_args.attention_backend != BACKEND_NAME or kvc.use_mla_backend:
+    backends = {getattr(server_args, f"{kind}attention_backend", None) for kind in ("", "decode_", "prefill_")}
+    if BACKEND_NAME not in backends or kvc.use_mla_backend:
         return cell_size
     from sglang.srt.runtime_context import get_parallel
 
