@@ -94,7 +94,12 @@ class WeightSession:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        success, message = result_status(self.engine.end_weight_update())
+        try:
+            success, message = result_status(self.engine.end_weight_update())
+        except Exception as end_exc:
+            if exc is None:
+                raise
+            success, message = False, repr(end_exc)  # keep the block's error, the first cause
         if success:
             return
         if exc is None:
@@ -142,25 +147,40 @@ def update_from_tensors(engine, buckets: Iterable[list[tuple[str, torch.Tensor]]
     """
     count = 0
     with WeightSession(engine) as session:
-        try:
-            for index, bucket in enumerate(buckets):
-                check_bucket(bucket, shapes)
-                success, message = result_status(engine.update_weights_from_tensor(named_tensors=bucket,
-                                                                                    flush_cache=False))
-                if not success:
-                    changed = session.loaded or not refused_before_loading(message)
-                    raise WeightUpdateError(
-                        f"SGLang update_weights_from_tensor failed on bucket {index} ({len(bucket)} tensors from "
-                        f"{bucket[0][0]!r}) after {count} tensors were loaded: {message}", weights_changed=changed)
-                session.loaded = True
-                count += len(bucket)
-        except WeightUpdateError:
-            raise
-        except Exception as exc:
-            raise WeightUpdateError(f"the weight update stopped after {count} tensors: {exc!r}",
-                                    weights_changed=session.loaded) from exc
+        for index, bucket in _checked(buckets, shapes, session, lambda: count):
+            try:
+                answer = engine.update_weights_from_tensor(named_tensors=bucket, flush_cache=False)
+            except Exception as exc:  # the engine itself failed: what it loaded is unknown
+                raise WeightUpdateError(f"SGLang update_weights_from_tensor raised on bucket {index}: {exc!r}",
+                                        weights_changed=True) from exc
+            success, message = result_status(answer)
+            if not success:
+                changed = session.loaded or not refused_before_loading(message)
+                raise WeightUpdateError(
+                    f"SGLang update_weights_from_tensor failed on bucket {index} ({len(bucket)} tensors from "
+                    f"{bucket[0][0]!r}) after {count} tensors were loaded: {message}", weights_changed=changed)
+            session.loaded = True
+            count += len(bucket)
     flush_after_update(engine, "update_weights_from_tensor")
     return count
+
+
+def _checked(buckets, shapes, session: WeightSession, sent):
+    """``(index, bucket)`` of ``buckets``, each shape-checked; an error of the iterator (e.g. the trainer
+    failing to gather a shard) or of the check becomes a ``WeightUpdateError``."""
+    iterator = iter(buckets)
+    index = 0
+    while True:
+        try:
+            bucket = next(iterator)
+            check_bucket(bucket, shapes)
+        except StopIteration:
+            return
+        except Exception as exc:
+            raise WeightUpdateError(f"the weight update stopped after {sent()} tensors: {exc!r}",
+                                    weights_changed=session.loaded) from exc
+        yield index, bucket
+        index += 1
 
 
 def update_from_distributed(engine, names: list[str], dtypes: list[torch.dtype | str], shapes: list[list[int]],
