@@ -148,12 +148,8 @@ def update_from_tensors(engine, buckets: Iterable[list[tuple[str, torch.Tensor]]
     count = 0
     with WeightSession(engine) as session:
         for index, bucket in _checked(buckets, shapes, session, lambda: count):
-            try:
-                answer = engine.update_weights_from_tensor(named_tensors=bucket, flush_cache=False)
-            except Exception as exc:  # the engine itself failed: what it loaded is unknown
-                raise WeightUpdateError(f"SGLang update_weights_from_tensor raised on bucket {index}: {exc!r}",
-                                        weights_changed=True) from exc
-            success, message = result_status(answer)
+            success, message = _load(engine.update_weights_from_tensor, f"update_weights_from_tensor (bucket {index})",
+                                     named_tensors=bucket, flush_cache=False)
             if not success:
                 changed = session.loaded or not refused_before_loading(message)
                 raise WeightUpdateError(
@@ -192,10 +188,9 @@ def update_from_distributed(engine, names: list[str], dtypes: list[torch.dtype |
                          f"{len(names)}, {len(dtypes)}, {len(shapes)}")
     dtype_names = [d if isinstance(d, str) else str(d).removeprefix("torch.") for d in dtypes]
     with WeightSession(engine) as session:
-        success, message = result_status(engine.update_weights_from_distributed(
-            names=list(names), dtypes=dtype_names, shapes=[list(s) for s in shapes], group_name=group_name,
-            flush_cache=True,
-        ))
+        success, message = _load(engine.update_weights_from_distributed, "update_weights_from_distributed",
+                                 names=list(names), dtypes=dtype_names, shapes=[list(s) for s in shapes],
+                                 group_name=group_name, flush_cache=True)
         if not success:
             raise WeightUpdateError(f"SGLang update_weights_from_distributed failed ({len(names)} tensors from "
                                     f"{names[0]!r}): {message}", weights_changed=not refused_before_loading(message))
@@ -205,11 +200,21 @@ def update_from_distributed(engine, names: list[str], dtypes: list[torch.dtype |
 def update_from_disk(engine, model_path: str, load_format: str | None = None) -> None:
     """Reload every weight from a checkpoint directory (``update_weights_from_disk``; needs no session).
     SGLang flushes the cache itself."""
-    success, message = result_status(engine.update_weights_from_disk(model_path=model_path, load_format=load_format))
+    success, message = _load(engine.update_weights_from_disk, "update_weights_from_disk", model_path=model_path,
+                             load_format=load_format)
     if not success:
         # SGLang's "Rolling back to original weights" reloads from the path that just failed: not trusted.
         raise WeightUpdateError(f"SGLang update_weights_from_disk({model_path!r}) failed: {message}",
                                 weights_changed=not refused_before_loading(message))
+
+
+def _load(method, what: str, **kwargs) -> tuple[bool, str]:
+    """``(success, message)`` of one SGLang load call; if the call itself raises, what it loaded is
+    unknown: ``WeightUpdateError(weights_changed=True)``."""
+    try:
+        return result_status(method(**kwargs))
+    except Exception as exc:
+        raise WeightUpdateError(f"SGLang {what} raised: {exc!r}", weights_changed=True) from exc
 
 
 def flush_after_update(engine, what: str) -> None:
