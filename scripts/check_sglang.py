@@ -8,8 +8,9 @@ Three engines on the same prompts, greedy, one after the other:
 - ``vortex``: ``vortex`` with the sparse budget (default 32 pages): tokens may diverge, throughput is the
   point.
 
-Then, on the ``vortex`` engine: ``sleep()``/``wake()`` and ``update_weights`` with the checkpoint's own
-weights must leave greedy outputs and the weight checksum unchanged.
+Then, on the ``vortex`` engine: ``sleep()``/``wake()``, ``update_weights`` with the checkpoint's own
+weights (one SGLang weight-update session), a refused update (mis-shaped tensor) and
+``update_weights_from_disk`` must leave greedy outputs and the weight checksum unchanged.
 
 Prompts are synthetic long contexts (numbered facts, then a question about one of them), so decode
 attends to more pages than the budget. Prints a table last and writes JSON (with the device) as it goes.
@@ -30,10 +31,14 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 from vortex_rl.rollout import EngineConfig, SamplingParams  # noqa: E402
 from vortex_rl.rollout.sglang import SGLangOptions, make_sglang_engine  # noqa: E402
 from vortex_rl.sparse import SparseConfig  # noqa: E402
+
+
+LIFECYCLE_CHECKS = ("same_after_sleep_wake", "same_after_update_weights", "refused_update_kept_weights",
+                    "same_after_update_from_disk", "checksum_unchanged")
 
 
 def parse_args() -> argparse.Namespace:
@@ -82,20 +87,38 @@ def run(name: str, model: str, config: EngineConfig, options: SGLangOptions, pro
 
 
 def check_engine_lifecycle(engine, model: str, prompts, params) -> dict:
-    """sleep/wake and a weight update with the same weights must change nothing."""
+    """sleep/wake, a weight update with the same weights (inside SGLang's weight-update session), a
+    refused update (a mis-shaped tensor: the old weights must keep serving) and a reload from disk must
+    change nothing."""
     from safetensors.torch import load_file
 
-    before = [g[0].token_ids for g in engine.generate(prompts, params, use_tqdm=False)]
+    from vortex_rl.rollout.sglang.weight_sync import WeightUpdateError
+
+    def greedy():
+        return [g[0].token_ids for g in engine.generate(prompts, params, use_tqdm=False)]
+
+    before = greedy()
     checksum = engine.state_checksum()
     engine.sleep()
     engine.wake()
-    after_wake = [g[0].token_ids for g in engine.generate(prompts, params, use_tqdm=False)]
+    after_wake = greedy()
     files = sorted(Path(model).glob("*.safetensors"))
     sent = engine.update_weights((name, t) for f in files for name, t in load_file(str(f)).items())
-    after_update = [g[0].token_ids for g in engine.generate(prompts, params, use_tqdm=False)]
+    after_update = greedy()
+    name, tensor = next(iter(load_file(str(files[0])).items()))
+    try:
+        engine.update_weights([(name, tensor.flatten()[:-1])])
+        refused = False
+    except WeightUpdateError as exc:
+        refused = not exc.weights_changed
+    after_refused = greedy()
+    engine.update_weights_from_disk(model)
+    after_disk = greedy()
     return {
         "same_after_sleep_wake": before == after_wake,
         "same_after_update_weights": before == after_update,
+        "refused_update_kept_weights": refused and before == after_refused,
+        "same_after_update_from_disk": before == after_disk,
         "checksum_unchanged": engine.state_checksum() == checksum,
         "weights_sent": sent,
     }
@@ -115,9 +138,58 @@ def compare(reference, other) -> dict:
             "max_logprob_gap": max(gaps, default=0.0), "mean_logprob_gap": sum(gaps) / max(len(gaps), 1)}
 
 
-def _write(report: dict, out: Path) -> None:
+def _write(report: dict, out: Path | None) -> None:
+    if out is None:
+        return
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
+
+
+def random_model_dir(directory: Path, name: str = "qwen3-0.6b", seed: int = 0) -> Path:
+    """A Hugging Face directory SGLang can serve without a download: random weights of ``name``'s
+    geometry (``bench_rollout.random_source``), the character tokenizer, the vocabulary cut to its size."""
+    from bench_rollout import random_source
+    from safetensors.torch import save_file
+
+    from vortex_rl.data.char_tokenizer import build_char_tokenizer
+
+    tokenizer = build_char_tokenizer()
+    vocab = len(tokenizer)
+    source = random_source(name, torch.device("cpu"), torch.bfloat16, seed)
+    weights = {k: (v[:vocab] if k == "model.embed_tokens.weight" else v).contiguous() for k, v in source.weights}
+    config = source.hf_config
+    config.vocab_size, config.architectures, config.torch_dtype = vocab, ["Qwen3ForCausalLM"], "bfloat16"
+    config.bos_token_id, config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+    directory.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    save_file(weights, str(directory / "model.safetensors"))
+    return directory
+
+
+def run_checks(model: str, prompts: list[list[int]], *, max_new_tokens: int, budget_pages: int, tp: int = 1,
+               dense_backend: str = "auto", out: Path | None = None) -> dict:
+    """The three engines and the lifecycle checks; returns (and writes to ``out`` as it goes) the report."""
+    longest = max(len(p) for p in prompts) + max_new_tokens
+    params = SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens, ignore_eos=True)
+    options = SGLangOptions(tp_size=tp, dense_backend=dense_backend)
+    full_budget = -(-longest // 16) + 1
+    configs = {
+        "dense": EngineConfig(flow="dense", max_model_len=longest + 16),
+        "vortex-full": EngineConfig(sparse=SparseConfig(budget_pages=full_budget), max_model_len=longest + 16),
+        "vortex": EngineConfig(sparse=SparseConfig(budget_pages=budget_pages), max_model_len=longest + 16),
+    }
+    import sglang
+
+    report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "sglang": sglang.__version__,
+              "python": platform.python_version(), "model": model, "prompts": len(prompts),
+              "mean_prompt_tokens": sum(map(len, prompts)) / len(prompts), "max_new_tokens": max_new_tokens,
+              "budget_pages": budget_pages, "runs": {}}
+    outputs = {name: run(name, model, cfg, options, prompts, params, report, out) for name, cfg in configs.items()}
+    for name in ("vortex-full", "vortex"):
+        report["runs"][name].update(compare(outputs["dense"], outputs[name]))
+    _write(report, out)
+    return report
 
 
 def main() -> None:
@@ -128,26 +200,9 @@ def main() -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     prompts = make_prompts(tokenizer, args.prompts, args.context)
-    longest = max(len(p) for p in prompts) + args.max_new_tokens
-    params = SamplingParams(temperature=0.0, max_new_tokens=args.max_new_tokens, ignore_eos=True)
-    options = SGLangOptions(tp_size=args.tp, dense_backend=args.dense_backend)
-    full_budget = -(-longest // 16) + 1
-    configs = {
-        "dense": EngineConfig(flow="dense", max_model_len=longest + 16),
-        "vortex-full": EngineConfig(sparse=SparseConfig(budget_pages=full_budget), max_model_len=longest + 16),
-        "vortex": EngineConfig(sparse=SparseConfig(budget_pages=args.budget_pages), max_model_len=longest + 16),
-    }
     out = Path(args.out)
-    report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "python": platform.python_version(),
-              "model": args.model, "prompts": len(prompts), "mean_prompt_tokens": sum(map(len, prompts)) / len(prompts),
-              "max_new_tokens": args.max_new_tokens, "budget_pages": args.budget_pages, "runs": {}}
-    import sglang
-
-    report["sglang"] = sglang.__version__
-    outputs = {name: run(name, args.model, cfg, options, prompts, params, report, out) for name, cfg in configs.items()}
-    for name in ("vortex-full", "vortex"):
-        report["runs"][name].update(compare(outputs["dense"], outputs[name]))
-    _write(report, out)
+    report = run_checks(args.model, prompts, max_new_tokens=args.max_new_tokens, budget_pages=args.budget_pages,
+                        tp=args.tp, dense_backend=args.dense_backend, out=out)
     print(f"\ndevice: {report['device']}  sglang {report['sglang']}  prompts {len(prompts)} x "
           f"~{report['mean_prompt_tokens']:.0f} tokens, {args.max_new_tokens} new tokens, greedy")
     print(f"{'engine':<12} {'tok/s':>9} {'speedup':>8} {'exact':>6} {'prefix':>7} {'max |dlogp|':>12}")
@@ -155,7 +210,7 @@ def main() -> None:
     for name, r in report["runs"].items():
         print(f"{name:<12} {r['tokens_per_s']:>9.0f} {r['tokens_per_s'] / base:>7.2f}x {r.get('exact_match', 1):>6.2f} "
               f"{r.get('common_prefix', 1):>7.2f} {r.get('max_logprob_gap', 0):>12.2e}")
-    checks = {k: v for k, v in report["runs"]["vortex"].items() if k.startswith(("same_", "checksum"))}
+    checks = {k: v for k, v in report["runs"]["vortex"].items() if k in LIFECYCLE_CHECKS}
     print("lifecycle checks:", checks, f"-> {out}")
 
 

@@ -13,6 +13,10 @@ short GPU loan is never lost to the first bug):
    generated tokens (``scripts/bench_rollout.py``).
 5. ``grpo``: two GRPO steps on the device with the local orchestrator (engine sleep/wake, weight sync
    and its checksum), on a tiny random Qwen3 so it needs no download.
+6. ``sglang`` (on a GPU, only where SGLang is installed): ``scripts/check_sglang.py``'s phases on a
+   random-weight Qwen3-0.6B: SGLang's dense backend, ``vortex`` with a full budget and with a sparse one
+   (throughput, greedy agreement), then sleep/wake, a weight update inside SGLang's weight-update session,
+   a refused update and a reload from disk, each of which must leave greedy outputs unchanged.
 
 ``--cpu-smoke`` runs the same phases at tiny sizes on the CPU (Triton in its interpreter); CI runs it so
 the script is known to work before a GPU is lent. It needs only torch, triton and transformers (plus
@@ -50,8 +54,9 @@ Row = dict[str, Any]
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cpu-smoke", action="store_true", help="tiny sizes on the CPU (Triton interpreter)")
-    p.add_argument("--phases", default="kernels,graphs,kernel_timings,rollout,grpo",
-                   help="comma-separated subset of the phases, in this order")
+    p.add_argument("--phases", default=None,
+                   help="comma-separated subset of the phases, in this order (default: all; sglang only on a "
+                        "GPU with SGLang installed)")
     p.add_argument("--out", default="bench_results/gpu_check.json")
     p.add_argument("--gen-len", type=int, default=None, help="rollout phase: generated tokens per request")
     return p.parse_args(argv)
@@ -186,6 +191,36 @@ def phase_grpo(device: torch.device) -> list[Row]:
     return out
 
 
+# ------------------------------------------------------------------------------------------- phase 6
+def sglang_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("sglang") is not None
+
+
+def phase_sglang(device: torch.device) -> list[Row]:
+    """check_sglang.py on random weights: one row per engine, the lifecycle checks gate ``ok``."""
+    import check_sglang
+
+    model_dir = check_sglang.random_model_dir(ROOT / "bench_results" / "gpu_check_sglang_model")
+    gen = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(4, 60, (2048,), generator=gen).tolist() for _ in range(16)]
+    report = check_sglang.run_checks(str(model_dir), prompts, max_new_tokens=128, budget_pages=8,
+                                     out=ROOT / "bench_results" / "gpu_check_sglang.json")
+    base = report["runs"]["dense"]["tokens_per_s"]
+    rows = []
+    for name, run in report["runs"].items():
+        row = {"engine": name, "sglang": report["sglang"], "tokens_per_s": run["tokens_per_s"],
+               "vs_dense": run["tokens_per_s"] / base, "exact_match": run.get("exact_match"),
+               "max_logprob_gap": run.get("max_logprob_gap")}
+        checks = {k: run[k] for k in check_sglang.LIFECYCLE_CHECKS if k in run}
+        row.update(checks)
+        if checks:
+            row["ok"] = all(checks.values())
+        rows.append(row)
+    return rows
+
+
 # ----------------------------------------------------------------------------------------------- main
 def device_info(device: torch.device) -> dict:
     import transformers
@@ -245,8 +280,10 @@ def main(argv=None) -> int:
         "kernel_timings": lambda: phase_kernel_timings(device),
         "rollout": lambda: phase_rollout(device, args.gen_len),
         "grpo": lambda: phase_grpo(device),
+        "sglang": lambda: phase_sglang(device),
     }
-    wanted = [p.strip() for p in args.phases.split(",") if p.strip()]
+    default = [name for name in phases_fn if name != "sglang" or (not CPU_SMOKE and sglang_available())]
+    wanted = [p.strip() for p in args.phases.split(",") if p.strip()] if args.phases else default
     unknown = [p for p in wanted if p not in phases_fn]
     if unknown:
         raise SystemExit(f"--phases: unknown {unknown}; choose from {list(phases_fn)}")

@@ -32,6 +32,7 @@ import re  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
@@ -42,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 SHAPE = dict(batch=32, q_heads=16, kv_heads=8, head_dim=128, page_size=16, budget_pages=32, context=16384,
              dtype="bfloat16")
 ARCH = 90
+H100_SMS = 132
 # Ops that allocate or re-view memory: no kernel launch.
 _NO_LAUNCH = {"empty", "empty_strided", "empty_like", "new_empty", "new_empty_strided", "lift_fresh", "detach",
               "alias", "_to_copy_meta"}
@@ -64,14 +66,38 @@ class _OpCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+@contextmanager
+def _as_if_sms(sms: int):
+    """Split-KV and indexer chunk counts chosen as on a CUDA device with ``sms`` SMs (meta tensors have none)."""
+    from vortex_rl.kernels import indexer, paged_decode, split_kv
+
+    saved = paged_decode.choose_num_splits, indexer.choose_num_chunks
+    paged_decode.choose_num_splits = lambda batch, kv_heads, num_blocks, device: split_kv.split_count_for(
+        batch * kv_heads, num_blocks, sms, min_blocks=split_kv.MIN_BLOCKS_PER_SPLIT, max_splits=split_kv.MAX_SPLITS)
+    indexer.choose_num_chunks = lambda rows, num_blocks, device: split_kv.split_count_for(
+        rows, num_blocks, sms, min_blocks=1, max_splits=indexer.MAX_CHUNKS)
+    try:
+        yield
+    finally:
+        paged_decode.choose_num_splits, indexer.choose_num_chunks = saved
+
+
 def layer_launches(path: str):
-    """``(triton_launches, torch_ops, syncs)`` of one decode layer on ``path`` (sparse, dense, sglang)."""
+    """``(triton_launches, torch_ops, syncs)`` of one decode layer on ``path`` (sparse, dense, sglang;
+    ``sparse_b1`` / ``dense_b1``: batch 1, as on a 132-SM H100, where the indexer and split-KV split)."""
+    if path.endswith("_b1"):
+        with _as_if_sms(H100_SMS):
+            return _layer_launches(path.removesuffix("_b1"), 1)
+    return _layer_launches(path, SHAPE["batch"])
+
+
+def _layer_launches(path: str, b: int):
     from vortex_rl.kernels._triton import record_launches
     from vortex_rl.sparse import FlowRunner, SparseConfig
 
     s = SHAPE
     meta = dict(device="meta", dtype=getattr(torch, s["dtype"]))
-    b, kv, d, ps = s["batch"], s["kv_heads"], s["head_dim"], s["page_size"]
+    kv, d, ps = s["kv_heads"], s["head_dim"], s["page_size"]
     max_pages = s["context"] // ps
     num_pages = b * max_pages + 1
     config = SparseConfig(page_size=ps, budget_pages=s["budget_pages"], sink_pages=1, local_pages=2)
@@ -161,7 +187,7 @@ def _tile_of(name: str, constexprs: dict) -> tuple[str, list[int]] | None:
     """What the kernel's main pipelined tiles are (K/V, or centroids) and their shape."""
     if name == "_paged_decode_kernel":
         return "K/V", [constexprs["BLOCK_N"], constexprs["BLOCK_D"]]
-    if name == "_block_sparse_indexer_kernel":
+    if name == "_block_sparse_indexer_kernel" and constexprs.get("PHASE") != 2:  # phase 2 only selects
         return "centroids", [constexprs["BLOCK_P"], constexprs["BLOCK_D"]]
     return None
 
@@ -184,6 +210,8 @@ def compile_launch(launch) -> dict:
         matching = [b["buffers"] for b in buffers if b["tile"] == main[1]]
         main_buffers = min(matching) if matching else 0  # 0: the load is not pipelined through shared memory
     variant = "sparse" if constexprs.get("SPARSE") else ("dense" if "SPARSE" in constexprs else "")
+    if "PHASE" in constexprs:
+        variant = ["fused", "scores", "select"][constexprs["PHASE"]]
     return {
         "kernel": launch.name + (f"[{variant}]" if variant else ""),
         "grid": list(launch.grid), "num_warps": options.get("num_warps", 4), "num_stages": options.get("num_stages", 3),
@@ -194,7 +222,7 @@ def compile_launch(launch) -> dict:
 
 def inspect(only: str | None = None) -> dict:
     paths, kernels, seen = {}, [], set()
-    for path in ("sparse", "dense", "sglang"):
+    for path in ("sparse", "dense", "sglang", "sparse_b1", "dense_b1"):
         launches, ops, syncs = layer_launches(path)
         paths[path] = {"triton": [l.name for l in launches], "torch_ops": ops, "host_syncs": syncs,
                        "launches": len(launches) + len(ops)}

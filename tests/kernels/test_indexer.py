@@ -81,6 +81,30 @@ def test_32k_token_context_and_page_size_argument(make_paged_batch):
     assert _logical_sets(got, b.page_table)[0][0] == {0, 2046, 2047} | top
 
 
+@pytest.mark.parametrize("num_chunks", [2, 3, 16])
+def test_scores_split_over_chunks_match_reference(make_paged_batch, num_chunks):
+    """The two-launch path (scores over chunks of pages, then selection): rows of 1 to 5 blocks of
+    128 pages, so chunks hold whole blocks, some hold none, and a request's last chunk is partial."""
+    b = make_paged_batch([1, 17, 2100, 5000, 9000], q_heads=4, kv_heads=2, head_dim=64, seed=8, device=DEVICE)
+    cent = _centroids(b.k_cache.shape[0], 2, 64, torch.float32, seed=9)
+    budgets = torch.tensor([32, 32, 32, 20, 32], dtype=torch.int32, device=DEVICE)
+    kw = dict(sink_pages=1, local_pages=2, max_budget=32)
+    want = block_sparse_indexer_ref(b.q, cent, b.page_table, b.seq_lens, budgets, **kw)
+    scores = torch.full((10, 1024), float("nan"), device=DEVICE)
+    got = block_sparse_indexer(b.q, cent, b.page_table, b.seq_lens, budgets, page_size=16, num_chunks=num_chunks,
+                               scores=scores, **kw)
+    assert torch.equal(got, want)
+    # Every page of an overflowing request was scored (by whichever chunk holds it), to fp32 rounding.
+    q_mean = b.q.float().view(5, 2, 2, 64).mean(2)
+    for i, n in enumerate(b.num_pages):
+        for h in range(2):
+            if n > budgets[i]:
+                ref = cent[b.page_table[i, :n].long(), h, 0].float() @ q_mean[i, h]
+                torch.testing.assert_close(scores[i * 2 + h, :n], ref, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="num_chunks=0 must be a positive int"):
+        block_sparse_indexer(b.q, cent, b.page_table, b.seq_lens, budgets, num_chunks=0, **kw)
+
+
 def test_bad_inputs_raise_clear_errors(make_paged_batch):
     b = make_paged_batch([40], q_heads=4, kv_heads=2, head_dim=64, device=DEVICE)
     cent = _centroids(b.k_cache.shape[0], 2, 64, torch.float32)

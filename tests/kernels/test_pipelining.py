@@ -44,3 +44,24 @@ def test_decode_kernels_hold_two_kv_buffers(tmp_path):
         assert k["in_loop_wait"] is None or k["in_loop_wait"] >= 1, f"{name}: waits for every copy in its loop"
         assert k["spills"] == 0, f"{name}: {k['spills']} bytes of register spills"
     assert report["paths"]["sparse"]["launches"] <= 3, report["paths"]["sparse"]
+
+
+@pytest.mark.skipif(_cuda_backend_reason() is not None, reason=str(_cuda_backend_reason()))
+def test_indexer_scores_pass_overlaps_centroid_loads(tmp_path):
+    """Fused (batch 32) and chunked (batch 1) scores passes both keep centroid tiles in flight; at batch 1
+    the indexer runs as scores over chunks + selection."""
+    out = tmp_path / "inspect.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "inspect_kernels.py"), "--only",
+                          "_block_sparse_indexer_kernel", "--out", str(out)], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(out.read_text())
+    kernels = {k["kernel"]: k for k in report["kernels"]}
+    assert set(kernels) == {f"_block_sparse_indexer_kernel[{v}]" for v in ("fused", "scores", "select")}
+    for name in ("_block_sparse_indexer_kernel[fused]", "_block_sparse_indexer_kernel[scores]"):
+        k = kernels[name]
+        assert k["main_buffers"] >= 2 and (k["in_loop_wait"] or 0) >= 1, (name, k["buffers"], k["in_loop_wait"])
+        assert k["spills"] == 0, name
+    assert report["paths"]["sparse_b1"]["triton"].count("_block_sparse_indexer_kernel") == 2
+    assert report["paths"]["sparse"]["triton"].count("_block_sparse_indexer_kernel") == 1

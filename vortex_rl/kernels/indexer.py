@@ -12,7 +12,10 @@ slot. Only reductions and scans are used, so the kernel behaves the same compile
 interpreter, and nothing depends on data on the host (CUDA-graph safe).
 
 The scores pass streams the centroids in blocks of pages and parks the scores in a scratch row, which
-the selection reloads as one block (a CTA barrier orders the two).
+the selection reloads as one block. When the (request, KV head) rows fill the GPU, one program does
+both (a CTA barrier orders them); at small batch (the long tail of every rollout, where one program
+per row would leave most SMs idle and stream a 16K-token context's centroids alone) the scores pass
+runs as its own launch over chunks of each row's pages, and a light second launch selects.
 """
 
 import torch
@@ -27,9 +30,24 @@ from vortex_rl.kernels._triton import (
     triton,
     unit_stride,
 )
+from vortex_rl.kernels.split_kv import sm_count, split_count_for
 
 # The selection holds one row of scores in registers: 16384 pages (256K tokens of 16) at most.
 MAX_PAGES = 16384
+# Most scoring programs per (request, KV head): at batch 1 with 8 KV heads, 16 chunks already give
+# 128 programs, about one per SM.
+MAX_CHUNKS = 16
+
+
+def choose_num_chunks(rows: int, num_blocks: int, device: torch.device) -> int:
+    """Scoring programs per row for ``rows`` (request, KV head) rows of ``num_blocks`` page blocks; 1 off CUDA.
+
+    The split-KV rule (:func:`~vortex_rl.kernels.split_kv.split_count_for`) with one block of pages
+    per chunk at least.
+    """
+    if device.type != "cuda":
+        return 1
+    return split_count_for(rows, num_blocks, sm_count(device), min_blocks=1, max_splits=MAX_CHUNKS)
 
 
 @triton.jit
@@ -65,63 +83,85 @@ def _top_k(score, is_candidate, k):
 
 
 @triton.jit
+def _score_pages(q_ptr, centroids_ptr, table_row, scores_row, b, h, group, head_dim, start, end,
+                 stride_qb, stride_qh, stride_cp, stride_ch,
+                 BLOCK_P: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
+                 DOT_PRECISION: tl.constexpr):
+    """Store the scores of logical pages ``[start, end)`` of one (request, KV head) into ``scores_row``."""
+    g = tl.arange(0, BLOCK_G)[:, None]
+    d = tl.arange(0, BLOCK_D)
+    d_ok = (d < head_dim) | EVEN_D  # EVEN_D: a constant mask along d keeps the loads vectorised
+    q = tl.load(q_ptr + b * stride_qb + (h * group + g) * stride_qh + d[None, :],
+                mask=(g < group) & d_ok[None, :], other=0.0)
+    # Scoring each query head with tl.dot and averaging after equals scoring the mean query, and a
+    # dot lets the compiler pipeline the centroid loads. The next block's physical ids are loaded one
+    # step ahead, into registers, so the centroid loads of a step wait on no page-table load of that
+    # step and the pipeliner can overlap them.
+    p = start + tl.arange(0, BLOCK_P)
+    next_phys = tl.load(table_row + p, mask=p < end, other=0).to(tl.int64)
+    for p0 in range(start, end, BLOCK_P):
+        p = p0 + tl.arange(0, BLOCK_P)
+        p_ok = p < end
+        phys = next_phys
+        next_phys = tl.load(table_row + p + BLOCK_P, mask=p + BLOCK_P < end, other=0).to(tl.int64)
+        c = tl.load(centroids_ptr + phys[:, None] * stride_cp + h * stride_ch + d[None, :],
+                    mask=p_ok[:, None] & d_ok[None, :], other=0.0)
+        per_head = tl.dot(c, tl.trans(q), input_precision=DOT_PRECISION)  # [BLOCK_P, BLOCK_G]
+        tl.store(scores_row + p, tl.sum(per_head, axis=1) / group, mask=p_ok)
+
+
+@triton.jit
 def _block_sparse_indexer_kernel(
     q_ptr, centroids_ptr, page_table_ptr, seq_lens_ptr, budgets_ptr, out_ptr, scores_ptr,
     kv_heads, group, head_dim, max_pages, max_budget, sink_pages, local_pages,
     stride_qb, stride_qh, stride_cp, stride_ch, stride_ptb, stride_ob, stride_oh,
-    PAGE_SIZE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
-    BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    PHASE: tl.constexpr, PAGE_SIZE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
+    """``PHASE`` 0: score and select in one program per (request, KV head); 1: score one chunk of
+    pages per program (grid axis 1: chunks); 2: select from the scores phase 1 stored."""
     row = tl.program_id(0)
     b = row // kv_heads
     h = row % kv_heads
     n = _num_pages(page_table_ptr, seq_lens_ptr, b, stride_ptb, max_pages, PAGE_SIZE, BLOCK_N)
     budget = tl.minimum(tl.load(budgets_ptr + b).to(tl.int32), max_budget)
     fits = n <= budget
-
-    g = tl.arange(0, BLOCK_G)[:, None]
-    d = tl.arange(0, BLOCK_D)
-    d_ok = (d < head_dim) | EVEN_D  # EVEN_D: a constant mask along d keeps the loads vectorised
-    q = tl.load(q_ptr + b * stride_qb + (h * group + g) * stride_qh + d[None, :],
-                mask=(g < group) & d_ok[None, :], other=0.0)
-
-    # Scores only when the pages overflow the budget; otherwise every page is taken. Scoring each
-    # query head with tl.dot and averaging after equals scoring the mean query, and a dot lets the
-    # compiler pipeline the centroid loads.
     scores_row = scores_ptr + row.to(tl.int64) * BLOCK_N
     table_row = page_table_ptr + b * stride_ptb
+    # Scores only when the pages overflow the budget; otherwise every page is taken.
     n_scored = tl.where(fits, 0, n)
-    # The next block's physical ids are loaded one step ahead, into registers, so the centroid loads
-    # of a step wait on no page-table load of that step and the pipeliner can overlap them.
-    p = tl.arange(0, BLOCK_P)
-    next_phys = tl.load(table_row + p, mask=p < n_scored, other=0).to(tl.int64)
-    for p0 in range(0, n_scored, BLOCK_P):
-        p = p0 + tl.arange(0, BLOCK_P)
-        p_ok = p < n
-        phys = next_phys
-        next_phys = tl.load(table_row + p + BLOCK_P, mask=p + BLOCK_P < n_scored, other=0).to(tl.int64)
-        c = tl.load(centroids_ptr + phys[:, None] * stride_cp + h * stride_ch + d[None, :],
-                    mask=p_ok[:, None] & d_ok[None, :], other=0.0)
-        per_head = tl.dot(c, tl.trans(q), input_precision=DOT_PRECISION)  # [BLOCK_P, BLOCK_G]
-        tl.store(scores_row + p, tl.sum(per_head, axis=1) / group, mask=p_ok)
-    tl.debug_barrier()  # the scores were stored by other threads of this program
+    if PHASE == 0:
+        _score_pages(q_ptr, centroids_ptr, table_row, scores_row, b, h, group, head_dim, 0, n_scored,
+                     stride_qb, stride_qh, stride_cp, stride_ch, BLOCK_P, BLOCK_G, BLOCK_D, EVEN_D, DOT_PRECISION)
+        tl.debug_barrier()  # the scores were stored by other threads of this program
+    if PHASE == 1:
+        # The grid's chunk count is fixed by shapes (CUDA graphs); each request cuts its own pages
+        # into whole blocks over the chunks it has work for, the other chunks return at once.
+        blocks = tl.cdiv(n_scored, BLOCK_P)
+        per_chunk = tl.cdiv(blocks, tl.num_programs(1)) * BLOCK_P
+        start = tl.program_id(1) * per_chunk
+        end = tl.minimum(start + per_chunk, n_scored)
+        _score_pages(q_ptr, centroids_ptr, table_row, scores_row, b, h, group, head_dim, start, end,
+                     stride_qb, stride_qh, stride_cp, stride_ch, BLOCK_P, BLOCK_G, BLOCK_D, EVEN_D, DOT_PRECISION)
+    if PHASE != 1:
+        idx = tl.arange(0, BLOCK_N)
+        k = budget - sink_pages - local_pages
+        # A 0-d condition joins a block mask through tl.where: `&` with it breaks in the interpreter.
+        is_candidate = tl.where(fits, False, (idx >= sink_pages) & (idx < n - local_pages))
+        top = _top_k(tl.load(scores_row + idx, mask=is_candidate, other=0.0), is_candidate, k)
+        fixed = ((idx < sink_pages) | (idx >= n - local_pages)) & (idx < n)
+        chosen = tl.where(fits, idx < n, fixed | top)
 
-    idx = tl.arange(0, BLOCK_N)
-    k = budget - sink_pages - local_pages
-    # A 0-d condition joins a block mask through tl.where: `&` with it breaks in the interpreter.
-    is_candidate = tl.where(fits, False, (idx >= sink_pages) & (idx < n - local_pages))
-    top = _top_k(tl.load(scores_row + idx, mask=is_candidate, other=0.0), is_candidate, k)
-    fixed = ((idx < sink_pages) | (idx >= n - local_pages)) & (idx < n)
-    chosen = tl.where(fits, idx < n, fixed | top)
-
-    chosen_i = chosen.to(tl.int32)
-    slot = tl.cumsum(chosen_i, axis=0) - 1  # ascending page ids, valid entries first
-    out_row = out_ptr + b * stride_ob + h * stride_oh
-    # Physical ids, so the attention kernel reads no page table in its loop.
-    phys_out = tl.load(page_table_ptr + b * stride_ptb + idx, mask=chosen, other=-1)
-    tl.store(out_row + slot, phys_out.to(tl.int32), mask=chosen & (slot < max_budget))
-    j = tl.arange(0, BLOCK_B)
-    tl.store(out_row + j, tl.full([BLOCK_B], -1, tl.int32), mask=(j >= tl.sum(chosen_i, axis=0)) & (j < max_budget))
+        chosen_i = chosen.to(tl.int32)
+        slot = tl.cumsum(chosen_i, axis=0) - 1  # ascending page ids, valid entries first
+        out_row = out_ptr + b * stride_ob + h * stride_oh
+        # Physical ids, so the attention kernel reads no page table in its loop.
+        phys_out = tl.load(table_row + idx, mask=chosen, other=-1)
+        tl.store(out_row + slot, phys_out.to(tl.int32), mask=chosen & (slot < max_budget))
+        j = tl.arange(0, BLOCK_B)
+        tl.store(out_row + j, tl.full([BLOCK_B], -1, tl.int32),
+                 mask=(j >= tl.sum(chosen_i, axis=0)) & (j < max_budget))
 
 
 def _check_indexer_inputs(q, centroids, page_table, seq_lens, budgets, sink_pages, local_pages, max_budget,
@@ -173,8 +213,13 @@ def block_sparse_indexer(
     max_budget: int,
     page_size: int | None = None,
     out: torch.Tensor | None = None,
+    num_chunks: int | None = None,
+    scores: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Physical pages each (request, KV head) attends to under ``block_sparse_attention`` (one launch).
+    """Physical pages each (request, KV head) attends to under ``block_sparse_attention``.
+
+    One launch when the (request, KV head) programs fill the GPU; otherwise two: a scores pass split
+    over chunks of pages (``num_chunks`` programs per row), then a light selection pass per row.
 
     Parameters
     ----------
@@ -187,6 +232,11 @@ def block_sparse_indexer(
     max_budget : width of the output.
     page_size : tokens per page; ``None`` counts a request's pages as its non-negative table entries.
     out : optional int32 output ``[batch, kv_heads, max_budget]`` with a unit last stride.
+    num_chunks : programs that score one row's pages; ``None`` picks from the SM count and the page
+        table's width (never from lengths, so a CUDA graph replays the same grid), 1 off CUDA.
+    scores : optional float32 workspace ``[batch * kv_heads, next_pow2(max_pages)]`` (unit last stride);
+        after the call, row ``b * kv_heads + h`` holds the scores of the request's pages when it
+        overflows its budget (others are left untouched).
 
     Returns
     -------
@@ -208,9 +258,19 @@ def block_sparse_indexer(
         return out
     block_n = next_pow2(max_pages)
     block_d = max(16, next_pow2(head_dim))  # tl.dot needs 16 rows and columns at least
-    scores = torch.empty(batch * kv_heads, block_n, dtype=torch.float32, device=q.device)
-    launch(
-        _block_sparse_indexer_kernel, (batch * kv_heads,),
+    block_p = max(16, 8192 // block_d)
+    rows = batch * kv_heads
+    if num_chunks is None:
+        num_chunks = choose_num_chunks(rows, -(-max_pages // block_p), q.device)
+    if not isinstance(num_chunks, int) or num_chunks < 1:
+        raise ValueError(f"num_chunks={num_chunks!r} must be a positive int or None (automatic)")
+    num_chunks = min(num_chunks, MAX_CHUNKS, -(-max_pages // block_p))
+    if scores is None:
+        scores = torch.empty(rows, block_n, dtype=torch.float32, device=q.device)
+    elif scores.shape != (rows, block_n) or scores.dtype != torch.float32 or not scores.is_contiguous():
+        raise ValueError(f"scores must be a contiguous float32 workspace of shape {(rows, block_n)}, got "
+                         f"{scores.dtype} {tuple(scores.shape)}")
+    args = dict(
         q_ptr=q, centroids_ptr=centroids, page_table_ptr=page_table, seq_lens_ptr=seq_lens, budgets_ptr=budgets,
         out_ptr=out, scores_ptr=scores,
         kv_heads=kv_heads, group=q_heads // kv_heads, head_dim=head_dim, max_pages=max_pages,
@@ -218,11 +278,16 @@ def block_sparse_indexer(
         stride_qb=q.stride(0), stride_qh=q.stride(1), stride_cp=centroids.stride(0),
         stride_ch=centroids.stride(1), stride_ptb=page_table.stride(0), stride_ob=out.stride(0),
         stride_oh=out.stride(1),
-        PAGE_SIZE=page_size or 0, BLOCK_P=max(16, 8192 // block_d), BLOCK_N=block_n,
+        PAGE_SIZE=page_size or 0, BLOCK_P=block_p, BLOCK_N=block_n,
         BLOCK_B=next_pow2(max_budget), BLOCK_G=max(16, next_pow2(q_heads // kv_heads)), BLOCK_D=block_d,
         EVEN_D=head_dim == block_d, DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        num_warps=4 if block_n <= 1024 else (8 if block_n <= 4096 else 16), num_stages=3,
     )
+    select_warps = 4 if block_n <= 1024 else (8 if block_n <= 4096 else 16)
+    if num_chunks == 1:
+        launch(_block_sparse_indexer_kernel, (rows,), **args, PHASE=0, num_warps=select_warps, num_stages=3)
+    else:
+        launch(_block_sparse_indexer_kernel, (rows, num_chunks), **args, PHASE=1, num_warps=4, num_stages=3)
+        launch(_block_sparse_indexer_kernel, (rows,), **args, PHASE=2, num_warps=select_warps, num_stages=1)
     return out
 
 

@@ -30,21 +30,45 @@ def _sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
+def sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of CUDA ``device`` (cached per device)."""
+    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+# A split count within this factor of the best modelled time is taken if it is smaller (fewer partial
+# states to write and merge).
+SPLIT_SLACK = 1.1
+
+
+def split_count_for(programs: int, num_blocks: int, sms: int, *, min_blocks: int, max_splits: int) -> int:
+    """Splits per row for ``programs`` rows of ``num_blocks`` blocks on ``sms`` SMs (pure; see below).
+
+    ``PROGRAMS_PER_SM * sms`` programs run at once (a wave). Cutting every row into ``s`` splits makes
+    ``programs * s`` programs of ``1 / s`` the work, which take ``ceil(programs * s / slots) / s``
+    waves of a whole row: the fewest splits (a power of two) within ``SPLIT_SLACK`` of the best win. So a batch far
+    below the GPU splits until it fills it, and one just above a wave (``programs = 300`` on 132 SMs
+    takes 2 waves, half the second one idle) splits to even out its tail; each split keeps at least
+    ``min_blocks`` blocks.
+    """
+    slots = PROGRAMS_PER_SM * sms
+    limit = max(1, min(max_splits, num_blocks // max(min_blocks, 1)))
+    # Powers of two only: the kernels cut a row into whole blocks per split, so a count that does not
+    # divide the blocks leaves splits empty (15 splits of 16 blocks would run as 8).
+    counts = [1 << i for i in range(limit.bit_length()) if 1 << i <= limit]
+    waves = [-(-max(programs, 1) * s // slots) / s for s in counts]
+    best = min(waves)
+    return next(s for s, w in zip(counts, waves) if w <= best * SPLIT_SLACK)
+
+
 def choose_num_splits(batch: int, kv_heads: int, num_blocks: int, device: torch.device) -> int:
     """Splits per (request, KV head) for ``num_blocks`` blocks of pages each; 1 off CUDA.
 
-    Splits only when ``batch * kv_heads`` programs are fewer than the SMs, aiming at
-    ``PROGRAMS_PER_SM`` programs per SM with at least ``MIN_BLOCKS_PER_SPLIT`` blocks per split.
+    :func:`split_count_for` on the device's SM count, at least ``MIN_BLOCKS_PER_SPLIT`` blocks per split.
     """
     if device.type != "cuda":
         return 1
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    sms = _sm_count(index)
-    programs = max(batch * kv_heads, 1)
-    if programs >= sms:
-        return 1
-    wanted = -(-PROGRAMS_PER_SM * sms // programs)
-    return max(1, min(wanted, num_blocks // MIN_BLOCKS_PER_SPLIT, MAX_SPLITS))
+    return split_count_for(batch * kv_heads, num_blocks, sm_count(device), min_blocks=MIN_BLOCKS_PER_SPLIT,
+                           max_splits=MAX_SPLITS)
 
 
 def check_outputs(q: torch.Tensor, out: torch.Tensor | None, lse: torch.Tensor | None) -> None:

@@ -33,6 +33,7 @@ from sglang.srt.layers.radix_attention import RadixAttention  # noqa: E402
 from sglang.srt.mem_cache.memory_pool import MHATokenToKVPool, ReqToTokenPool  # noqa: E402
 from sglang.srt.model_executor.forward_batch_info import ForwardBatch, ForwardMode  # noqa: E402
 from sglang.srt.runtime_context import get_parallel  # noqa: E402
+from sglang.srt.server_args import ServerArgs  # noqa: E402
 from sglang.srt.speculative.spec_info import SpeculativeAlgorithm  # noqa: E402
 from transformers import Qwen3Config  # noqa: E402
 
@@ -255,15 +256,18 @@ def test_mismatched_page_size_is_refused():
         VortexAttnBackend(dense, VortexBackendConfig(), req_to_token_pool=r2t, token_to_kv_pool=kv, num_q_heads=Q_HEADS)
 
 
-def _model_runner(tmp_path, options: VortexBackendConfig, *, page_size: int = PS, **overrides):
+def _model_runner(tmp_path, options: VortexBackendConfig, *, page_size: int = PS, server_args=None, **overrides):
     """The parts of SGLang's ModelRunner the backend factory reads, each a real SGLang object: the
-    ModelConfig of a tiny Qwen3 checkpoint with our options in --json-model-override-args, and pools."""
+    ModelConfig of a tiny Qwen3 checkpoint with our options in --json-model-override-args, the
+    ServerArgs (``server_args``: extra fields), and pools."""
     Qwen3Config(hidden_size=64, intermediate_size=128, num_hidden_layers=LAYERS, num_attention_heads=Q_HEADS,
                 num_key_value_heads=KV_HEADS, head_dim=DIM, vocab_size=256,
                 architectures=["Qwen3ForCausalLM"]).save_pretrained(tmp_path)
     model_config = ModelConfig(model_path=str(tmp_path), model_override_args=options.merge_into_override_args())
+    args = ServerArgs(model_path=str(tmp_path), attention_backend="vortex", page_size=page_size,
+                      json_model_override_args=options.merge_into_override_args(), **(server_args or {}))
     runner = types.SimpleNamespace(
-        device="cpu", model_config=model_config, page_size=page_size, use_mla_backend=False, is_hybrid_swa=False,
+        device="cpu", server_args=args, model_config=model_config, page_size=page_size, use_mla_backend=False, is_hybrid_swa=False,
         spec_algorithm=SpeculativeAlgorithm.from_string(None), kv_index_translator=None,
         req_to_token_pool=ReqToTokenPool(size=4, max_context_len=128, device="cpu", enable_memory_saver=False),
         token_to_kv_pool=MHATokenToKVPool(size=8 * page_size, page_size=page_size, dtype=torch.float32,

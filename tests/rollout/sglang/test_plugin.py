@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.metadata
 import inspect
 import json
+import sys
 
 import pytest
 
@@ -89,12 +90,62 @@ def _keyword_only(params) -> set[str]:
     return {n for n, p in params.items() if p.kind == inspect.Parameter.KEYWORD_ONLY}
 
 
-def test_older_sglang_is_refused(monkeypatch):
-    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.5.12")
-    with pytest.raises(RuntimeError, match=r"SGLang >= 0\.5\.13.*found sglang 0\.5\.12"):
+@pytest.mark.parametrize("version, error", [
+    ("0.5.20", r"SGLang >= 0\.5\.21.*found sglang 0\.5\.20"),  # arg_groups.choices yes, overall_checksum no
+    ("0.5.24", r"newer than .* tested with \(0\.5\.23\)"),
+    ("0.5.21", None), ("0.5.23", None), ("0.5.23.post1", None),
+])
+def test_sglang_outside_the_tested_range_is_refused(monkeypatch, version, error):
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: version)
+    monkeypatch.delenv(compat.UNTESTED_ENV, raising=False)
+    if error is None:
+        assert compat.require_sglang() == version
+        return
+    with pytest.raises(RuntimeError, match=error):
         compat.require_sglang()
-    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.5.13")
-    assert compat.require_sglang() == "0.5.13"
+
+
+def test_untested_newer_sglang_runs_with_the_opt_in(monkeypatch):
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.6.0")
+    monkeypatch.setenv(compat.UNTESTED_ENV, "1")
+    with pytest.warns(RuntimeWarning, match="newer than"):
+        assert compat.require_sglang() == "0.6.0"
+
+
+def test_floor_matches_what_the_code_imports():
+    """What registration and the weight-sum hook import exists in the installed SGLang (the floor's
+    reason), and pyproject states the same range as the code."""
+    from sglang.srt.arg_groups.choices import add_attention_backend_choices  # noqa: F401  (0.5.20)
+    from sglang.srt.utils.weight_checker import overall_checksum  # noqa: F401  (0.5.21)
+    from sglang.srt.managers.io_struct import BeginWeightUpdateReqInput  # noqa: F401  (0.5.21)
+    import tomllib
+    from pathlib import Path
+
+    extra = tomllib.loads((Path(__file__).parents[3] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]["sglang"]
+    assert extra == [f"sglang>={compat.MIN_SGLANG},<0.5.{int(compat.MAX_TESTED_SGLANG.split('.')[-1]) + 1}"]
+
+
+def test_unsupported_sglang_exits_through_sglangs_load_plugins(monkeypatch):
+    """SGLang's load_plugins() swallows a plugin's exceptions; when this process was asked for
+    --attention-backend vortex the plugin's refusal still stops it, with the reason."""
+    import sglang.srt.plugins as sglang_plugins
+
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.5.19" if name == "sglang" else "1")
+    monkeypatch.setattr(sglang_plugins, "_plugins_loaded", False)
+    monkeypatch.setattr(sys, "argv", ["launch_server", "--model-path", "m", "--attention-backend", "vortex"])
+    with pytest.raises(SystemExit, match=r"--attention-backend vortex: .*SGLang >= 0\.5\.21"):
+        sglang_plugins.load_plugins()
+    monkeypatch.setattr(sglang_plugins, "_plugins_loaded", False)
+    monkeypatch.setattr(sys, "argv", ["launch_server", "--attention-backend=triton"])
+    sglang_plugins.load_plugins()  # another backend: only logged
+
+
+def test_vortex_requested_reads_the_command_line():
+    assert plugin.vortex_requested(["x", "--attention-backend", "vortex"])
+    assert plugin.vortex_requested(["x", "--decode-attention-backend=vortex"])
+    assert not plugin.vortex_requested(["x", "--attention-backend", "fa3", "vortex"])
+    assert not plugin.vortex_requested(["x", "--attention-backend"])
 
 
 def test_options_are_validated():
@@ -109,3 +160,37 @@ def test_options_are_validated():
     assert VortexBackendConfig.from_override_args("{}") == VortexBackendConfig()
     schedule = VortexBackendConfig(sparse=SparseConfig(budget_schedule=((1024, 8), (4096, 16))))
     assert VortexBackendConfig.from_dict(json.loads(json.dumps(schedule.to_dict()))) == schedule
+
+
+def test_prepare_process_needs_the_installed_entry_point(monkeypatch):
+    """SGLang's scheduler processes find the plugin only through its entry point: without it the engine
+    refuses to start, naming the fix; with it the backend is registered in this process too."""
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **kw: [])
+    with pytest.raises(RuntimeError, match=r"entry point .* is not installed .*pip install -e \."):
+        plugin.prepare_process()
+    monkeypatch.setattr(importlib.metadata, "entry_points", real)
+    plugin.prepare_process()
+    assert ATTENTION_BACKENDS["vortex"] is plugin.create_vortex_backend
+
+
+def test_ray_rollout_actor_prepares_sglang_before_loading_the_model(monkeypatch):
+    pytest.importorskip("ray")
+    import dataclasses
+
+    from vortex_rl.trainers.config import GRPOConfig
+    from vortex_rl.trainers.ray.rollout_actor import RolloutActor
+
+    calls = []
+
+    def prepare():
+        calls.append("prepare")
+        raise RuntimeError("stop after prepare")
+
+    monkeypatch.setattr(plugin, "prepare_process", prepare)
+    config = GRPOConfig()
+    config = dataclasses.replace(config, rollout=dataclasses.replace(config.rollout, engine="sglang"))
+    actor = RolloutActor.__new__(RolloutActor)  # the class Ray wraps, without a Ray worker
+    with pytest.raises(RuntimeError, match="stop after prepare"):
+        actor.__init__(config, 0, use_gpu=False, num_threads=1, checkpoint_dir=None)
+    assert calls == ["prepare"]

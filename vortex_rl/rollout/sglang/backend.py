@@ -14,11 +14,16 @@ max_budget]`` page lists), so SGLang's decode CUDA graphs capture and replay it.
 
 from __future__ import annotations
 
+import logging
+from functools import partial
+
 import torch
 
 from vortex_rl.rollout.sglang.compat import require_sglang
 from vortex_rl.rollout.sglang.config import VortexBackendConfig
-from vortex_rl.rollout.sglang.page_state import PageState, page_table_from_req_to_token
+from vortex_rl.rollout.sglang.memory import shared_page_state
+from vortex_rl.rollout.sglang.page_state import page_table_from_req_to_token
+from vortex_rl.rollout.sglang.server_checks import check_page_table_width, check_server_args, page_table_pages
 from vortex_rl.sparse import FlowContext, FlowRunner
 from vortex_rl.sparse.backend import kernel_impls
 from vortex_rl.sparse.context import budgets_for
@@ -31,7 +36,9 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         f"the vortex SGLang backend needs SGLang ({exc}); install the 'sglang' extra: pip install 'vortex-rl[sglang]'"
     ) from exc
 
+logger = logging.getLogger(__name__)
 KV_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+WIDE_PAGE_TABLE = 4096  # pages per row (64K tokens at page 16) above which startup suggests --context-length
 # Capability flags SGLang reads off the backend (declared on AttentionBackend): the dense backend
 # runs every extend-side path, so its answers are ours.
 _DENSE_FLAGS = (
@@ -82,7 +89,8 @@ class VortexAttnBackend(AttentionBackend):
             i for i in layers if i not in config.sparse.dense_layers
         )
         self._sparse_layers = frozenset(self.sparse_layer_ids)
-        self.page_state = PageState(self.flow_runner, token_to_kv_pool, self.sparse_layer_ids)
+        # One state per pool: two-batch overlap's three backends (pdmux's group) share it.
+        self.page_state = shared_page_state(self.flow_runner, token_to_kv_pool, self.sparse_layer_ids)
         # The budget schedule's lookup tables are built on first use; build them now, not in a capture.
         budgets_for(torch.zeros(1, dtype=torch.int32, device=self.device), config.sparse)
         for name in _DENSE_FLAGS:
@@ -99,6 +107,13 @@ class VortexAttnBackend(AttentionBackend):
 
         config = VortexBackendConfig.from_override_args(model_runner.model_config.model_override_args)
         _check_runner(model_runner, config, dcp_size=get_parallel().attn_dcp_size)
+        check_server_args(partial(_server_setting, model_runner), dense_backend=config.dense_backend)
+        width = model_runner.req_to_token_pool.req_to_token.shape[1]
+        check_page_table_width(width, config.sparse.page_size, config.flow)
+        if page_table_pages(width, config.sparse.page_size) > WIDE_PAGE_TABLE:
+            logger.warning("vortex: page-table rows are %d pages wide at any sequence length (req_to_token is %d "
+                           "slots); --context-length set to the longest rollout makes decode planning cheaper",
+                           page_table_pages(width, config.sparse.page_size), width)
         dense = ATTENTION_BACKENDS[_dense_backend_name(config.dense_backend)](model_runner)
         num_q_heads = model_runner.model_config.num_attention_heads // get_parallel().attn_tp_size
         return cls(dense, config, req_to_token_pool=model_runner.req_to_token_pool,
@@ -278,6 +293,14 @@ def _check_runner(model_runner, config: VortexBackendConfig, *, dcp_size: int) -
                         f"start SGLang with --page-size {config.sparse.page_size}")
     if problems:
         raise ValueError("--attention-backend vortex: " + "; ".join(problems))
+
+
+def _server_setting(model_runner, name: str):
+    """A ``ServerArgs`` field of the runner's server (``None`` if this SGLang lacks it); CUDA graphs
+    read as disabled off CUDA, where SGLang captures none."""
+    if "cuda_graph" in name and str(model_runner.device) != "cuda":
+        return True
+    return getattr(model_runner.server_args, name, None)
 
 
 def _dense_backend_name(name: str) -> str:

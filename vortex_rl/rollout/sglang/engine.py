@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import warnings
 from typing import Iterable, Sequence as Seq
 
 import torch
@@ -27,15 +28,25 @@ from vortex_rl.rollout.model_source import eos_token_ids
 from vortex_rl.rollout.sampler import sample_seed
 from vortex_rl.rollout.sampling_params import SamplingParams, params_for_prompts
 from vortex_rl.rollout.sequence import Completion
-from vortex_rl.rollout.sglang.compat import require_sglang
+from vortex_rl.rollout.sglang.plugin import prepare_process
 from vortex_rl.rollout.sglang.options import (
+    GRAPH_MEMORY_SAVER_ENV,
     SLEEP_TAGS,
     SGLangOptions,
     completion_from_output,
+    graph_memory_saver_on,
     server_args_for,
     sglang_sampling_params,
 )
 from vortex_rl.rollout.sglang.weight_sums import PARAM_SUMS_ACTION, combine_param_sums
+from vortex_rl.rollout.sglang.weight_sync import (
+    WeightUpdateError,
+    check_result,
+    checkpoint_shapes,
+    update_from_disk,
+    update_from_distributed,
+    update_from_tensors,
+)
 from vortex_rl.rollout.stats import EngineStats
 from vortex_rl.rollout.weights import weight_buckets
 
@@ -57,7 +68,7 @@ class SGLangEngine:
     ``sleep``/``wake``, ``state_checksum``, and the attributes ``dtype``, ``eos_token_ids``, ``stats``."""
 
     def __init__(self, model_path: str, config: EngineConfig, options: SGLangOptions | None = None):
-        require_sglang()
+        prepare_process()  # version, entry point, registration: loud errors before SGLang starts
         import sglang
         from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
@@ -75,6 +86,9 @@ class SGLangEngine:
         self.engine = sglang.Engine(**self.server_args)
         self.stats = EngineStats()
         self.sleeping = False
+        self._warned_graphs = False
+        self.weights_error: str | None = None  # set while a failed update left mixed weights serving
+        self.weight_shapes = checkpoint_shapes(model_path)  # checked before each bucket is sent
         self._seeds = random.Random(config.seed)
 
     # ------------------------------------------------------------------------------------------ generate
@@ -87,6 +101,9 @@ class SGLangEngine:
         """
         if self.sleeping:
             raise RuntimeError("the engine is asleep: call wake() before generate()")
+        if self.weights_error is not None:
+            raise RuntimeError(f"the last weight update left SGLang serving a mix of old and new weights "
+                               f"({self.weights_error}); send the complete weights again before generate()")
         prompt_ids = self._encode(prompts)
         params = params_for_prompts(sampling_params, len(prompt_ids))
         if not isinstance(n, int) or n < 1:
@@ -148,17 +165,14 @@ class SGLangEngine:
     # ------------------------------------------------------------------------------- weights and memory
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> int:
         """Load new weights (Hugging Face names) through ``update_weights_from_tensor``, in buckets of
-        ``options.weight_bucket_mb``; the radix cache (stale under new weights) is flushed once at the end.
-        Returns how many tensors were sent."""
-        if self.sleeping and self.options.sleep_releases_weights:
-            raise RuntimeError("update_weights() while asleep with the weights released: call wake() first")
-        count = 0
-        for bucket in weight_buckets(named_tensors, self.options.weight_bucket_mb << 20):
-            result = self.engine.update_weights_from_tensor(named_tensors=bucket, flush_cache=False)
-            _check_result(result, "update_weights_from_tensor")
-            count += len(bucket)
-        self.engine.flush_cache()
-        return count
+        ``options.weight_bucket_mb``, inside one SGLang weight-update session; the radix cache (stale under
+        new weights) is flushed once at the end. Returns how many tensors were sent.
+
+        On failure raises ``WeightUpdateError``: with ``weights_changed=False`` the old weights still serve;
+        otherwise ``generate()`` refuses until a complete update succeeds (``weight_sync``)."""
+        self._check_weights_resident()
+        buckets = weight_buckets(named_tensors, self.options.weight_bucket_mb << 20)
+        return self._guarded(lambda: update_from_tensors(self.engine, buckets, self.weight_shapes))
 
     def init_weight_sync_group(self, master_address: str, master_port: int, rank_offset: int, world_size: int,
                                group_name: str = "vortex_weight_sync", backend: str = "nccl") -> None:
@@ -166,22 +180,48 @@ class SGLangEngine:
         placement: the trainer's rank 0 broadcasts, this engine's ranks start at ``rank_offset``)."""
         result = self.engine.init_weights_update_group(master_address, master_port, rank_offset, world_size,
                                                        group_name, backend)
-        _check_result(result, "init_weights_update_group")
+        check_result(result, "init_weights_update_group")
 
     def update_weights_from_distributed(self, names: list[str], dtypes: list[torch.dtype], shapes: list[list[int]],
                                         group_name: str = "vortex_weight_sync") -> None:
         """Receive weights the trainer broadcasts in the group of ``init_weight_sync_group`` (the trainer
-        broadcasts the same tensors, in the same order, while this call waits)."""
-        result = self.engine.update_weights_from_distributed(
-            names, [str(d).removeprefix("torch.") for d in dtypes], [list(s) for s in shapes], group_name,
-        )
-        _check_result(result, "update_weights_from_distributed")
+        broadcasts the same tensors, in the same order, while this call waits), in one session; failures
+        as in ``update_weights``."""
+        self._check_weights_resident()
+        self._guarded(lambda: update_from_distributed(self.engine, names, dtypes, shapes, group_name))
+
+    def update_weights_from_disk(self, model_path: str, load_format: str | None = None) -> None:
+        """Reload every weight from a checkpoint directory; failures as in ``update_weights``."""
+        self._check_weights_resident()
+        self._guarded(lambda: update_from_disk(self.engine, model_path, load_format))
+
+    def _guarded(self, update):
+        """Run one weight update; remember a failure that left mixed weights, forget it after a success."""
+        try:
+            out = update()
+        except WeightUpdateError as exc:
+            if exc.weights_changed:
+                self.weights_error = str(exc)
+            raise
+        self.weights_error = None
+        return out
+
+    def _check_weights_resident(self) -> None:
+        if self.sleeping and self.options.sleep_releases_weights:
+            raise RuntimeError("a weight update while asleep with the weights released: call wake() first")
 
     def sleep(self) -> None:
-        """Free the KV cache (with the flow's page state) and CUDA graphs; with
-        ``options.sleep_releases_weights`` the weights too (kept in CPU memory)."""
+        """Free the KV cache (with the flow's page state); with ``options.sleep_releases_weights`` the
+        weights too (kept in CPU memory). CUDA graph memory is freed only when
+        ``SGLANG_MEMORY_SAVER_CUDA_GRAPH=1`` was set for SGLang's processes (which SGLang allows only
+        without a breakable prefill CUDA graph: ``options.check_graph_memory_saver``); otherwise it stays
+        resident and a warning says so once."""
         if not self.options.enable_memory_saver:
             raise RuntimeError("sleep() needs SGLangOptions.enable_memory_saver=True")
+        if not graph_memory_saver_on() and not self._warned_graphs:
+            warnings.warn(f"SGLangEngine.sleep() frees the KV cache but not the CUDA graphs' memory "
+                          f"({GRAPH_MEMORY_SAVER_ENV} is not set)", RuntimeWarning, stacklevel=2)
+            self._warned_graphs = True
         if not self.sleeping:
             self.engine.release_memory_occupation(tags=self._memory_tags())
             self.sleeping = True
@@ -218,10 +258,3 @@ class SGLangEngine:
     def __exit__(self, *exc) -> None:
         self.shutdown()
 
-
-def _check_result(result, what: str) -> None:
-    """SGLang's control calls answer ``(success, message, ...)`` or an object with ``success``."""
-    success = result[0] if isinstance(result, tuple) else getattr(result, "success", True)
-    if not success:
-        message = result[1] if isinstance(result, tuple) else getattr(result, "message", "")
-        raise RuntimeError(f"SGLang {what} failed: {message}")

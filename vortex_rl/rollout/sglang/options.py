@@ -7,6 +7,7 @@ functions: nothing here imports SGLang.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -16,10 +17,35 @@ from vortex_rl.rollout.sampling_params import SamplingParams
 from vortex_rl.rollout.sequence import Completion
 from vortex_rl.rollout.sglang.compat import BACKEND_NAME
 from vortex_rl.rollout.sglang.config import DENSE_BACKENDS, VortexBackendConfig
+from vortex_rl.rollout.sglang.server_checks import REQ_TO_TOKEN_EXTRA, check_page_table_width, check_server_args
 from vortex_rl.sparse import get_flow
 
-# What sleep() frees: the KV cache (the flow's page state lives in its region) and the CUDA graphs.
+# What sleep() releases. The KV cache (the flow's page state lives in its region) is always freed. The
+# CUDA graphs' memory is allocated in the "cuda_graph" region only when SGLANG_MEMORY_SAVER_CUDA_GRAPH=1
+# is set for SGLang's processes; otherwise releasing the tag frees nothing. SGLang 0.5.23 refuses that
+# variable for the breakable (prefill) CUDA graph (NotImplementedError at capture): see
+# check_graph_memory_saver.
 SLEEP_TAGS = ("kv_cache", "cuda_graph")
+GRAPH_MEMORY_SAVER_ENV = "SGLANG_MEMORY_SAVER_CUDA_GRAPH"
+
+
+def graph_memory_saver_on(environ=os.environ) -> bool:
+    """Whether SGLang will allocate CUDA graphs where ``release_memory_occupation`` can free them."""
+    return environ.get(GRAPH_MEMORY_SAVER_ENV, "").lower() in ("1", "true", "yes", "on")
+
+
+def check_graph_memory_saver(args: dict[str, Any], environ=os.environ) -> None:
+    """Refuse ``SGLANG_MEMORY_SAVER_CUDA_GRAPH`` with a prefill CUDA graph that may be breakable: SGLang's
+    breakable graph backend raises under it. ``cuda_graph_backend_prefill`` "full" or "disabled" is fine."""
+    if not (args.get("enable_memory_saver") and graph_memory_saver_on(environ)):
+        return
+    if args.get("disable_cuda_graph") or args.get("cuda_graph_backend_prefill") in ("full", "disabled"):
+        return
+    raise ValueError(
+        f"{GRAPH_MEMORY_SAVER_ENV}=1 (so that sleep() also frees CUDA graphs) makes SGLang's breakable prefill "
+        "CUDA graph raise NotImplementedError at capture: add SGLangOptions(server_args="
+        "{'cuda_graph_backend_prefill': 'disabled'}) or unset the variable (sleep() then frees the KV cache only)"
+    )
 STATIC_SHARE = 0.85
 
 
@@ -70,8 +96,9 @@ def server_args_for(model_path: str, config: EngineConfig, options: SGLangOption
                     ) -> dict[str, Any]:
     """``sglang.Engine`` keyword arguments (``ServerArgs`` fields) for our config.
 
-    hf_config: the model's ``transformers`` config, needed only to turn ``config.kv_cache_memory_gb`` into
-    a token count (``kv_tokens_for_memory``).
+    hf_config: the model's ``transformers`` config, needed to turn ``config.kv_cache_memory_gb`` into a
+    token count (``kv_tokens_for_memory``) and to check the default context's page-table width.
+    Raises ``ValueError`` for what the vortex backend refuses (``server_checks``).
     """
     _check_supported(config, options)
     dtype = "bfloat16" if config.dtype == "auto" else config.dtype
@@ -107,7 +134,16 @@ def server_args_for(model_path: str, config: EngineConfig, options: SGLangOption
     clash = sorted(set(options.server_args) & (set(args) - {"json_model_override_args"}))
     if clash:
         raise ValueError(f"SGLangOptions.server_args sets {clash}, which EngineConfig/SGLangOptions already set")
-    return {**options.server_args, **args}
+    merged = {**options.server_args, **args}
+    check_graph_memory_saver(merged)
+    if merged.get("attention_backend") == BACKEND_NAME:
+        check_server_args(merged.get, dense_backend=options.dense_backend)
+        # SGLang's default context is the model's max_position_embeddings; the scheduler checks the
+        # exact req_to_token width again.
+        context = merged.get("context_length") or getattr(hf_config, "max_position_embeddings", None)
+        if context is not None:
+            check_page_table_width(int(context) + REQ_TO_TOKEN_EXTRA, config.page_size, config.flow)
+    return merged
 
 
 def _check_supported(config: EngineConfig, options: SGLangOptions) -> None:

@@ -42,6 +42,9 @@ class LocalRolloutWorker:
     def __init__(self, model: torch.nn.Module, tokenizer: Any, config: GRPOConfig, device: torch.device) -> None:
         self.engine = build_engine(model, tokenizer, config, device)
         self.bucket_bytes = config.rollout.update_weights_bucket_mb * 2**20
+        # SGLang buckets an update itself, inside one weight-update session with one cache flush; a
+        # call per bucket would open a session (and flush) per bucket.
+        self.engine_buckets_weights = config.rollout.engine == "sglang"
         self.eos_token_ids = sorted(self.engine.eos_token_ids)
 
     def generate(self, prompts: Sequence[Sequence[int]], params: Sequence[SamplingParams], n: int
@@ -51,6 +54,9 @@ class LocalRolloutWorker:
 
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Send the weights bucket by bucket (each bucket is checked and loaded atomically by the engine)."""
+        if self.engine_buckets_weights:
+            self.engine.update_weights(named_tensors)
+            return
         for bucket in weight_buckets(named_tensors, self.bucket_bytes):
             self.engine.update_weights(bucket)
 

@@ -39,6 +39,13 @@ class RolloutActor:
 
         torch.set_num_threads(num_threads)
         self.index, self.device = index, actor_device(use_gpu)
+        if config.rollout.engine == "sglang":
+            # Before loading the model: SGLang's version, the plugin's entry point in this actor's
+            # environment (SGLang's scheduler processes load it from there) and the backend registered
+            # here, each with a clear error; sglang.Engine then starts inside this actor.
+            from vortex_rl.rollout.sglang.plugin import prepare_process
+
+            prepare_process()
         tokenizer = load_tokenizer(config.model, checkpoint_dir=checkpoint_dir)
         model = load_actor(config.model, tokenizer, device=self.device, seed=config.trainer.seed,
                            checkpoint_dir=checkpoint_dir)
