@@ -8,7 +8,9 @@ is one training run through ``vortex_rl.train`` in this process, under ``--out/<
 mean with min-max band) and a JSON of final numbers with their seed spread, and prints a table last.
 
     python scripts/compare_rollouts.py --recipe tiny_retrieval --seeds 1 2 3
-    python scripts/compare_rollouts.py --recipe tiny_cpu --seeds 1 2 3 --steps 60 -- sft_warmup.steps=80
+    python scripts/compare_rollouts.py --recipe tiny_retrieval --seeds 1 2 3 --out bench_results/compare_b3 \
+        --no-shared-warmup -- rollout.sparse.budget_pages=3 model.path=<a warm_start dir> sft_warmup.steps=0
+    python scripts/compare_rollouts.py --recipe tiny_cpu --seeds 1 2 3 4 5 --steps 80
 """
 
 from __future__ import annotations

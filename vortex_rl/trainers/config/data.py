@@ -16,7 +16,7 @@ class DataConfig:
 
     train_dataset / val_dataset: registered dataset names (``vortex_rl.data.DATASETS``): ``polaris``,
         ``aime24``, ``file`` (local .jsonl/.parquet, plain or verl schema), ``synthetic_addition``,
-        ``arith_word``. ``val_dataset: null`` turns validation off.
+        ``arith_word``, ``kv_retrieval``. ``val_dataset: null`` turns validation off.
     train_files / val_files: hub id, local directory or file for that dataset (``null`` = its default).
     train_options / val_options: extra keyword arguments of the dataset loader (e.g. ``max_operand``).
     train_split / val_split: dataset split to load.
