@@ -112,7 +112,10 @@ def main(argv=None) -> int:
     except (OSError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     start = time.perf_counter()
-    engine = Engine.from_pretrained(args.model, gguf_file=args.gguf_file, config=config)
+    try:
+        engine = Engine.from_pretrained(args.model, gguf_file=args.gguf_file, config=config)
+    except (OSError, ValueError) as e:  # no such model, not a model directory, an unusable GGUF
+        raise SystemExit(f"error: --model {args.model!r} could not be loaded: {' '.join(str(e).split())}") from None
     load_s = time.perf_counter() - start
     if args.chat and engine.tokenizer is not None:
         prompts = [engine.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,

@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     except (ConfigKeyError, ValueError, TypeError) as e:
         if debug:
             raise
-        raise SystemExit(f"config error: {e}") from None
+        raise SystemExit(f"config error: {one_line(e)}") from None
     try:
         return train(config, resolve_run_dir(config, Path.cwd()))
     except (ValueError, FileNotFoundError, FileExistsError, ImportError) as e:  # bad data, refused directory, ...

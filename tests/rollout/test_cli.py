@@ -55,3 +55,10 @@ def test_prompts_are_read_before_the_model_loads(tmp_path):
     path.write_bytes(b'{"prompt": "ok"}\n{"prompt": "caf\xe9"}\n')
     with pytest.raises(SystemExit, match=rf"error: {path}: line 2 is not UTF-8"):  # not the model's error
         generate.main(["--model", str(tmp_path / "no-model"), "--prompts", str(path)])
+
+
+def test_a_missing_model_is_one_line(tmp_path):
+    path = tmp_path / "p.txt"
+    path.write_text("hello\n")
+    with pytest.raises(SystemExit, match=rf"error: --model '{tmp_path / 'no-model'}' could not be loaded"):
+        generate.main(["--model", str(tmp_path / "no-model"), "--prompts", str(path)])

@@ -47,6 +47,8 @@ def test_an_unreachable_hub_names_model_path_in_one_request(monkeypatch):
     ("./models/nope", r"model.path='./models/nope': no such file or directory"),
     ("/x/model.gguf", r"model.path='/x/model.gguf': no such file or directory"),
     ("pkg:no_such_package_xyz/model.gguf", "package 'no_such_package_xyz' is not installed"),
+    ("random:gpt2", "model.path='random:gpt2': random weights are model.path=random:qwen3 or random:llama"),
+    ("random:qwen3", "has random weights: set model.tokenizer_path"),
 ])
 def test_a_missing_local_model_names_model_path(path, message):
     with pytest.raises(PreflightError, match=message):

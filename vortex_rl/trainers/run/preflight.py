@@ -54,7 +54,16 @@ def check_model_source(model: ModelConfig) -> None:
     if model.tokenizer_path is not None:
         sources.append(("model.tokenizer_path", model.tokenizer_path, "tokenizer_config.json"))
     for key, value, marker in sources:
-        if value == "char" or value.startswith("random:"):
+        if value == "char":
+            continue
+        if value.startswith("random:"):
+            from vortex_rl.trainers.local.model_loader import RANDOM_ARCHS
+
+            if key != "model.path" or value[len("random:"):] not in RANDOM_ARCHS:
+                raise PreflightError(f"{key}={value!r}: random weights are model.path="
+                                     f"{' or '.join('random:' + a for a in RANDOM_ARCHS)}")
+            if model.tokenizer_path is None:
+                raise PreflightError(f"model.path={value!r} has random weights: set model.tokenizer_path (e.g. 'char')")
             continue
         if value.startswith("pkg:"):
             from vortex_rl.trainers.local.model_loader import resolve_path
