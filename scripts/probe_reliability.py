@@ -114,7 +114,7 @@ def run_inputs(tmp: Path) -> list[dict]:
         out_dir = finished if extra == ["@reuse"] else tmp / "runs-probe" / "".join(c if c.isalnum() else "_" for c in name)
         extra = [] if extra == ["@reuse"] else extra
         before = _snapshot(finished)
-        result = _train(TINY + extra + [f"trainer.output_dir={out_dir}"], tmp, env)
+        result = _train(TINY + ["trainer.total_steps=2"] + extra + [f"trainer.output_dir={out_dir}"], tmp, env)
         result.update(name=name, expect=expect, left_a_directory=out_dir != finished and out_dir.exists(),
                       changed_a_run=_snapshot(finished) != before)
         results.append(result)
@@ -157,10 +157,11 @@ def clear(result: dict) -> bool:
 
 def config_inputs(tmp: Path) -> list[dict]:
     results = []
-    for name, extra, expect in CONFIG_INPUTS:
+    for index, (name, extra, expect) in enumerate(CONFIG_INPUTS):
         args = extra if extra[0].startswith("recipe=") or "=" not in extra[0] else TINY + extra
-        result = _train(args + [f"trainer.output_dir={tmp / 'cfg'}"], tmp)
-        result.update(name=name, expect=expect, left_a_directory=(tmp / "cfg").exists(), changed_a_run=False)
+        out_dir = tmp / f"cfg-{index}"  # one per case: a directory left behind is charged to its case
+        result = _train(args + [f"trainer.output_dir={out_dir}"], tmp)
+        result.update(name=name, expect=expect, left_a_directory=out_dir.exists(), changed_a_run=False)
         results.append(result)
     return results
 
