@@ -52,26 +52,42 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def read_prompts(path: str) -> list:
-    """Text prompts or token-id lists, one per non-empty line."""
+    """Text prompts or token-id lists, one per non-empty line; a bad line raises naming ``path:line``."""
+    from vortex_rl.data.loaders import read_text_lines
+
     prompts = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            if path.endswith(".jsonl"):
-                record = json.loads(line)
-                if "prompt_token_ids" in record:
-                    prompts.append([int(t) for t in record["prompt_token_ids"]])
-                elif "prompt" in record:
-                    prompts.append(record["prompt"])
-                else:
-                    raise ValueError(f"{path}:{number}: expected a 'prompt' or 'prompt_token_ids' field")
-            else:
-                prompts.append(line)
+    for number, line in enumerate(read_text_lines(path), 1):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        if path.endswith(".jsonl"):
+            prompts.append(json_prompt(line, f"{path}:{number}"))
+        else:
+            prompts.append(line)
     if not prompts:
         raise ValueError(f"{path} holds no prompts")
     return prompts
+
+
+def json_prompt(line: str, where: str) -> str | list[int]:
+    """The ``prompt`` text or the ``prompt_token_ids`` (integers, given as JSON integers) of one JSONL line."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:  # its own line/column count only this one line: name the file's line
+        raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: expected a JSON object with a 'prompt' or 'prompt_token_ids' field")
+    if "prompt_token_ids" in record:
+        ids = record["prompt_token_ids"]
+        bad = not isinstance(ids, list) or not ids or any(type(t) is not int or t < 0 for t in ids)
+        if bad:  # int(1.7) would silently turn [1.7, 2.2] into [1, 2]
+            raise ValueError(f"{where}: prompt_token_ids={ids!r} must be a non-empty list of non-negative integers")
+        return ids
+    if "prompt" in record:
+        if not isinstance(record["prompt"], str):
+            raise ValueError(f"{where}: prompt={record['prompt']!r} must be a string")
+        return record["prompt"]
+    raise ValueError(f"{where}: expected a 'prompt' or 'prompt_token_ids' field")
 
 
 def engine_config(args: argparse.Namespace) -> EngineConfig:
@@ -90,10 +106,17 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     params = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                             max_new_tokens=args.max_new_tokens, seed=args.seed, ignore_eos=args.ignore_eos)
+    try:  # the prompts (and the engine config) before the model: a bad line costs no model load
+        prompts = read_prompts(args.prompts)
+        config = engine_config(args)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
     start = time.perf_counter()
-    engine = Engine.from_pretrained(args.model, gguf_file=args.gguf_file, config=engine_config(args))
+    try:
+        engine = Engine.from_pretrained(args.model, gguf_file=args.gguf_file, config=config)
+    except (OSError, ValueError) as e:  # no such model, not a model directory, an unusable GGUF
+        raise SystemExit(f"error: --model {args.model!r} could not be loaded: {' '.join(str(e).split())}") from None
     load_s = time.perf_counter() - start
-    prompts = read_prompts(args.prompts)
     if args.chat and engine.tokenizer is not None:
         prompts = [engine.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
                                                         add_generation_prompt=True) if isinstance(p, str) else p

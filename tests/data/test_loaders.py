@@ -101,3 +101,13 @@ def test_unknown_dataset_lists_known_ones():
     with pytest.raises(ValueError, match=r"unknown dataset 'polaris53k'; known: .*aime24.*polaris"):
         load_problems("polaris53k")
     assert {"aime24", "polaris", "file", "synthetic_addition", "arith_word"} <= set(DATASETS.names())
+
+
+def test_a_non_utf8_line_names_the_file_and_line(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    good = json.dumps({"problem": "1+1", "answer": "2"}).encode()
+    path.write_bytes(good + b"\n" + good + b"\n" + '{"problem": "café", "answer": "1"}'.encode("latin-1") + b"\n")
+    with pytest.raises(ValueError, match=rf"{path}: line 3 is not UTF-8 \(byte 16 of the line: b'\\xe9'\)"):
+        read_rows(path)
+    path.write_bytes(good + b"\n" + '{"problem": "café", "answer": "1"}'.encode() + b"\n")  # the same text in UTF-8
+    assert [p.problem for p in load_problems("file", str(path))] == ["1+1", "café"]

@@ -34,3 +34,31 @@ def test_prompt_file_without_prompts_is_rejected(tmp_path):
     path.write_text(json.dumps({"text": "hi"}) + "\n")
     with pytest.raises(ValueError, match="p.jsonl:1: expected a 'prompt' or 'prompt_token_ids' field"):
         generate.read_prompts(str(path))
+
+
+@pytest.mark.parametrize("lines, message", [
+    (['{"prompt": "a"}', '', '{"prompt": "b"', '{"prompt": "c"}'], r"p.jsonl:3: not valid JSON \(Expecting ',' delimiter at column 15\)"),
+    (['{"prompt_token_ids": [1, 2]}', '{"prompt_token_ids": [1.7, 2.2]}'], r"p.jsonl:2: prompt_token_ids=\[1.7, 2.2\] must be"),
+    (['{"prompt_token_ids": [1, -2]}'], r"p.jsonl:1: prompt_token_ids=\[1, -2\] must be a non-empty list"),
+    (['{"prompt_token_ids": ["1"]}'], r"p.jsonl:1: prompt_token_ids=\['1'\]"),
+    (['[1, 2]'], "p.jsonl:1: expected a JSON object"),
+])
+def test_bad_prompt_lines_name_their_line(tmp_path, lines, message):
+    path = tmp_path / "p.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=message):
+        generate.read_prompts(str(path))
+
+
+def test_prompts_are_read_before_the_model_loads(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(b'{"prompt": "ok"}\n{"prompt": "caf\xe9"}\n')
+    with pytest.raises(SystemExit, match=rf"error: {path}: line 2 is not UTF-8"):  # not the model's error
+        generate.main(["--model", str(tmp_path / "no-model"), "--prompts", str(path)])
+
+
+def test_a_missing_model_is_one_line(tmp_path):
+    path = tmp_path / "p.txt"
+    path.write_text("hello\n")
+    with pytest.raises(SystemExit, match=rf"error: --model '{tmp_path / 'no-model'}' could not be loaded"):
+        generate.main(["--model", str(tmp_path / "no-model"), "--prompts", str(path)])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+
 import pytest
 
 RAY_CPUS = 4  # fractional actors (cluster.num_cpus_per_worker=0.5) on this 2-core machine
@@ -11,10 +14,15 @@ RAY_CPUS = 4  # fractional actors (cluster.num_cpus_per_worker=0.5) on this 2-co
 def ray_session():
     """A local Ray without dashboard, shared by every Ray test of the session."""
     ray = pytest.importorskip("ray", reason="the Ray orchestrator tests need ray (pip install 'vortex-rl[train]')")
+    temp_dir = None
     if not ray.is_initialized():
-        ray.init(num_cpus=RAY_CPUS, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        temp_dir = tempfile.mkdtemp(prefix="vortex-ray-tests-")  # removed below: no /tmp/ray/session_* left
+        ray.init(num_cpus=RAY_CPUS, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+                 _temp_dir=temp_dir)
     yield ray
     ray.shutdown()
+    if temp_dir is not None:
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

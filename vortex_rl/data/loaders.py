@@ -86,15 +86,26 @@ def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: line {line_number} is not valid JSON ({e.msg})") from None
+    for line_number, line in enumerate(read_text_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: line {line_number} is not valid JSON ({e.msg})") from None
     return rows
+
+
+def read_text_lines(path: str | os.PathLike) -> Iterable[str]:
+    """The lines of a UTF-8 text file; a line that is not UTF-8 raises naming the file, the line and the
+    byte offset within it (``UnicodeDecodeError`` alone names only a position in some read buffer)."""
+    with open(path, "rb") as f:
+        for line_number, raw in enumerate(f, start=1):
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}: line {line_number} is not UTF-8 (byte {e.start} of the line: "
+                                 f"{raw[e.start:e.start + 1]!r}); re-encode the file as UTF-8") from None
 
 
 def _hub_or_file(path: str, split: str, *, source: str, **options: Any) -> list[MathProblem]:

@@ -44,3 +44,24 @@ def test_resume_checkpoint(tmp_path):
     assert resume_checkpoint(config(resume=str(latest)), tmp_path) == latest
     with pytest.raises(FileNotFoundError, match="neither a checkpoint nor a run directory"):
         resume_checkpoint(config(resume=str(tmp_path / "none")), tmp_path)
+
+
+def test_check_run_dir_refuses_an_existing_run(tmp_path):
+    from vortex_rl.trainers.run.run_dir import RunDirError, check_run_dir
+
+    run = tmp_path / "run"
+    check_run_dir(config(), run, None)  # nothing there yet
+    run.mkdir()
+    (run / "checkpoints").mkdir()
+    check_run_dir(config(), run, None)  # an empty directory is not a run
+    (run / "metrics.jsonl").write_text('{"step": 0}\n')
+    with pytest.raises(RunDirError, match=r"already holds a run \(metrics.jsonl\); nothing was changed. "
+                                          r"Continue it with trainer.resume=auto, or start a new run"):
+        check_run_dir(config(), run, None)
+    with pytest.raises(RunDirError, match="It has no valid checkpoint to resume from: start a new run"):
+        check_run_dir(config(resume="auto"), run, None)
+    own = fake_checkpoint(run, 3)
+    check_run_dir(config(resume="auto"), run, own)  # continuing this run
+    other = fake_checkpoint(tmp_path / "other", 5)
+    with pytest.raises(RunDirError, match="already holds a run"):  # another run's checkpoint into this run
+        check_run_dir(config(resume=str(other)), run, other)

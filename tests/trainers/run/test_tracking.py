@@ -33,3 +33,29 @@ def test_wandb_mode(monkeypatch):
     assert wandb_mode() == "online"
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert wandb_mode() is None  # W&B reads WANDB_MODE itself
+
+
+def test_a_new_run_never_truncates_metrics(tmp_path):
+    Tracker(tmp_path, backends=[], config={}, project="p", name="n").log({"a": 1.0}, step=0)
+    before = (tmp_path / "metrics.jsonl").read_text()
+    with pytest.raises(FileExistsError, match="already holds metrics of another run"):
+        Tracker(tmp_path, backends=[], config={}, project="p", name="n")
+    assert (tmp_path / "metrics.jsonl").read_text() == before
+
+
+def test_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    ids = {}
+    for run, resume_step in (("a", 0), ("a", 1), ("b", 0)):  # a; a resumed; b, a new run with the same name
+        (tmp_path / run).mkdir(exist_ok=True)
+        tracker = Tracker(tmp_path / run, backends=["wandb"], config={}, project="p", name="same-name",
+                          resume_step=resume_step)
+        tracker.log({"x": 1.0}, step=resume_step + 1)
+        ids.setdefault(run, []).append(tracker.wandb.id)
+        tracker.close()
+    assert ids["a"][0] == ids["a"][1] and ids["b"][0] != ids["a"][0]
+    assert (tmp_path / "a" / "wandb_run_id").read_text().strip() == ids["a"][0]
+    offline = sorted(p.name for p in (tmp_path / "a" / "wandb").glob("offline-run-*"))
+    assert len(offline) == 2 and all(name.endswith(ids["a"][0]) for name in offline)  # `wandb sync` joins them

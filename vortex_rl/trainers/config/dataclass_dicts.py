@@ -29,7 +29,12 @@ def from_dict(cls: type, data: Mapping[str, Any] | None, path: str = "") -> Any:
         if key not in names:
             raise ConfigKeyError(_unknown_key_message(cls, path, key))
     kwargs = {key: _coerce(value, hints[key], _join(path, key)) for key, value in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as e:  # a section from below the trainer (e.g. SparseConfig) names its fields bare
+        if not path or str(e).startswith(path.split(".")[0]):
+            raise
+        raise ValueError(f"{path}.{e}") from None
 
 
 def defaults_dict(cls: type) -> dict[str, Any]:

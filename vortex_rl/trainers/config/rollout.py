@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from vortex_rl.rollout import EngineConfig
+from vortex_rl.rollout import EngineConfig, SamplingParams
 from vortex_rl.trainers.config.checks import check
 
 ROLLOUT_ENGINES = ("vortex", "sglang")
@@ -25,6 +25,16 @@ class ValKwargs:
     def __post_init__(self) -> None:
         check(self.n >= 1, f"rollout.val_kwargs.n={self.n} must be >= 1")
         check(self.temperature >= 0, f"rollout.val_kwargs.temperature={self.temperature} must be >= 0")
+        check_sampling(self, "rollout.val_kwargs.")
+
+
+def check_sampling(section, prefix: str) -> None:
+    """``temperature`` / ``top_p`` / ``top_k`` of ``section`` through the engine's own ``SamplingParams``
+    checks, at composition (not at the first rollout, after the model loaded), named under ``prefix``."""
+    try:
+        SamplingParams(temperature=section.temperature, top_p=section.top_p, top_k=section.top_k)
+    except ValueError as e:
+        raise ValueError(f"{prefix}{e}") from None
 
 
 @dataclass
@@ -112,6 +122,7 @@ class RolloutConfig(EngineConfig):
         check(self.engine in ROLLOUT_ENGINES, f"rollout.engine={self.engine!r} must be one of {ROLLOUT_ENGINES}")
         check(self.n >= 1, f"rollout.n={self.n} must be >= 1")
         check(self.temperature > 0, f"rollout.temperature={self.temperature} must be > 0 for RL sampling")
+        check_sampling(self, "rollout.")
         check(0 <= self.logprobs <= 20, f"rollout.logprobs={self.logprobs} must lie in 0..20")
         check(self.update_weights_bucket_mb >= 1, f"rollout.update_weights_bucket_mb={self.update_weights_bucket_mb} must be >= 1")
         if self.sparse_guard.enabled:

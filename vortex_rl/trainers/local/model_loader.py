@@ -80,10 +80,16 @@ def load_actor(config: ModelConfig, tokenizer: Any, *, device: torch.device, see
         kwargs: dict[str, Any] = {}
         if path.endswith(".gguf"):
             path, kwargs["gguf_file"] = os.path.dirname(path) or ".", os.path.basename(path)
-        hf_config = AutoConfig.from_pretrained(path, **kwargs)
-        for key, value in config.override_config.items():
-            setattr(hf_config, key, value)
-        model = AutoModelForCausalLM.from_pretrained(path, config=hf_config, **kwargs)
+        try:
+            hf_config = AutoConfig.from_pretrained(path, **kwargs)
+            for key, value in config.override_config.items():
+                setattr(hf_config, key, value)
+            model = AutoModelForCausalLM.from_pretrained(path, config=hf_config, **kwargs)
+        except Exception as e:  # a damaged checkpoint surfaces as SafetensorError, OSError, ...: name the path
+            if checkpoint_dir is None:
+                raise
+            raise ValueError(f"checkpoint model {checkpoint_dir} could not be loaded ({type(e).__name__}: {e}); "
+                             "resume from another checkpoint (trainer.resume=<path>)") from e
         if "gguf_file" in kwargs:
             _drop_gguf_marker(model)
     model.config.use_cache = False

@@ -1,8 +1,10 @@
 """Joining, starting and waiting for a Ray cluster.
 
 ``init_ray`` connects the trainer to ``cluster.ray_address`` (or ``RAY_ADDRESS``, as set by the Slurm
-and Ray job launchers in ``scripts/``), else starts a one-machine Ray whose dashboard binds to
-``cluster.ray_dashboard_host`` (localhost by default). ``python -m vortex_rl.trainers.ray.cluster wait
+and Ray job launchers in ``scripts/``), else starts a one-machine Ray that listens on 127.0.0.1 only
+(GCS, raylet, object manager, dashboard agent, workers; the dashboard on ``cluster.ray_dashboard_host``,
+localhost by default) and keeps its session files in a temporary directory of its own, removed by
+``shutdown_ray`` (so ``/tmp/ray/session_*`` do not pile up run after run). ``python -m vortex_rl.trainers.ray.cluster wait
 --nodes N [--timeout S]`` blocks until the cluster at ``RAY_ADDRESS`` has ``N`` live nodes, or exits
 non-zero naming what it saw; ``... head-address`` prints this node's IP and four free ports (GCS,
 dashboard, client server, dashboard agent) for a Ray head that must not collide with another Ray.
@@ -12,8 +14,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 import time
+
+# Ray binds its node IP, and with it every port but the dashboard's, to the machine's routable address
+# unless this is false; it is Ray's own switch (read when ray is imported, and by the processes it starts).
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+TEMP_PREFIX = "vortex-ray-"  # + <pid of the trainer>-<random>
+_started_temp_dirs: list[str] = []
 
 
 def import_ray():
@@ -32,15 +42,57 @@ def init_ray(address: str | None, *, dashboard_host: str = "127.0.0.1") -> bool:
     A Ray already initialised in this process (a test session, a notebook) is used as it is. Returns
     whether this call started or connected Ray, i.e. whether the caller should ``ray.shutdown()`` it.
     """
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if not address and "ray" not in sys.modules:
+        os.environ.setdefault(LOOPBACK_ENV, "0")
     ray = import_ray()
     if ray.is_initialized():
         return False
-    address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         ray.init(address=address, logging_level="ERROR")
-    else:
-        ray.init(dashboard_host=dashboard_host, logging_level="ERROR")
+        return True
+    _loopback_only(ray)
+    remove_dead_temp_dirs()
+    temp_dir = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-")
+    _started_temp_dirs.append(temp_dir)
+    ray.init(dashboard_host=dashboard_host, logging_level="ERROR", _temp_dir=temp_dir)
     return True
+
+
+def _loopback_only(ray) -> None:
+    # ray imported before init_ray (a notebook, a test session) read the switch already: set it there too.
+    os.environ.setdefault(LOOPBACK_ENV, "0")
+    constants = getattr(getattr(ray, "_private", None), "ray_constants", None)
+    if constants is not None and os.environ[LOOPBACK_ENV] == "0":
+        constants.ENABLE_RAY_CLUSTER = False
+
+
+def remove_dead_temp_dirs() -> list[str]:
+    """Session directories of local Rays whose trainer died without ``shutdown_ray`` (killed)."""
+    removed = []
+    for path in sorted(os.listdir(tempfile.gettempdir())):
+        pid = path[len(TEMP_PREFIX):].split("-", 1)[0]
+        if not path.startswith(TEMP_PREFIX) or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # its trainer still runs
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(os.path.join(tempfile.gettempdir(), path), ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def shutdown_ray() -> None:
+    """``ray.shutdown()``, then remove the session directory of a Ray that ``init_ray`` started."""
+    ray = import_ray()
+    if ray.is_initialized():
+        ray.shutdown()
+    while _started_temp_dirs:
+        shutil.rmtree(_started_temp_dirs.pop(), ignore_errors=True)
 
 
 def live_nodes(address: str | None = None) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 from vortex_rl.data.prompts import Prompt
 from vortex_rl.data.reward_pool import RewardPool
 from vortex_rl.trainers.config import GRPOConfig
-from vortex_rl.trainers.ray.cluster import import_ray, init_ray
+from vortex_rl.trainers.ray.cluster import import_ray, init_ray, shutdown_ray
 from vortex_rl.trainers.ray.learner_group import RayLearnerGroup
 from vortex_rl.trainers.ray.placement import Placement, ResourcePlan, wants_gpu
 from vortex_rl.trainers.ray.reward_pool import RayRewardPool
@@ -42,7 +42,7 @@ class RayRun:
             part.close()
         self.parts = []
         if self.started_ray and ray.is_initialized():
-            ray.shutdown()
+            shutdown_ray()  # and its session directory
 
 
 def resource_plan(config: GRPOConfig, cluster: dict[str, float]) -> ResourcePlan:

@@ -2,7 +2,8 @@
 
 Layout of ``<run>/checkpoints/global_step_<N>/``: ``model/`` (``save_pretrained``: safetensors, config,
 tokenizer), ``learner.pt`` (optimizer, LR schedule, KL reference), ``trainer_state.pt`` (step, data
-position, RNG states). ``<run>/checkpoints/latest`` names the newest complete one.
+position, RNG states), ``manifest.json`` (size and SHA-256 of each file, written last; ``run.manifest``).
+``<run>/checkpoints/latest`` names the newest complete one.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from vortex_rl.trainers.run.manifest import CheckpointError, is_complete, newest_valid, verify_checkpoint, write_manifest
 
 PREFIX = "global_step_"
 LATEST = "latest"
@@ -48,6 +51,8 @@ def save_checkpoint(run_dir: Path, step: int, *, learner: Any, tokenizer: Any, t
     learner.save_model(tmp / "model", tokenizer)
     torch.save(learner.state_dict(), tmp / "learner.pt")
     torch.save({**trainer_state, "step": step, "rng": rng_state()}, tmp / "trainer_state.pt")
+    write_manifest(tmp)
+    verify_checkpoint(tmp, hashes=False)
     if final.exists():  # re-saving a step (e.g. after a resume): replace the old copy
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -74,14 +79,27 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint of ``run_dir`` (``latest`` if it points to one, else the highest step)."""
+    """The newest complete checkpoint of ``run_dir`` (``latest`` if it points to one, else the highest step);
+    complete = its manifest's files are all there with their sizes (no hashing: this scans runs)."""
+    candidates = _newest_first(run_dir)
+    return next((p for p in candidates if is_complete(p)), None)
+
+
+def resumable_checkpoint(run_dir: Path, warn=print) -> Path | None:
+    """The newest checkpoint of ``run_dir`` that passes the full check (sizes and SHA-256); each bad one
+    is skipped with a warning naming it."""
+    return newest_valid(_newest_first(run_dir), warn)
+
+
+def _newest_first(run_dir: Path) -> list[Path]:
+    found = list(reversed(list_checkpoints(run_dir)))
     marker = Path(run_dir) / "checkpoints" / LATEST
     if marker.is_file():
-        candidate = marker.parent / marker.read_text().strip()
-        if (candidate / "trainer_state.pt").is_file():
-            return candidate
-    complete = [p for p in list_checkpoints(run_dir) if (p / "trainer_state.pt").is_file()]
-    return complete[-1] if complete else None
+        pointed = marker.parent / marker.read_text().strip()
+        if pointed in found:  # ``latest`` first, then the others by step
+            found.remove(pointed)
+            found.insert(0, pointed)
+    return found
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -89,9 +107,13 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     path = Path(path)
     if not (path / "trainer_state.pt").is_file():
         raise FileNotFoundError(f"{path} is not a checkpoint (no trainer_state.pt); expected .../{PREFIX}<step>")
-    trainer_state = torch.load(path / "trainer_state.pt", weights_only=True)
-    learner_state = torch.load(path / "learner.pt", weights_only=True)
-    return trainer_state, learner_state
+    states = []
+    for name in ("trainer_state.pt", "learner.pt"):
+        try:
+            states.append(torch.load(path / name, weights_only=True))
+        except (OSError, RuntimeError, EOFError, ValueError) as e:  # torch reports a damaged zip as RuntimeError
+            raise CheckpointError(f"checkpoint {path}: {name} could not be read ({type(e).__name__}: {e})") from None
+    return states[0], states[1]
 
 
 def restore_training_state(checkpoint: Path, *, learner: Any, sampler: Any, guard: Any = None) -> int:

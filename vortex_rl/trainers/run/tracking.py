@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +33,20 @@ class Tracker:
     run_dir: the run directory (``metrics.jsonl`` is appended to; W&B files go to ``run_dir/wandb``).
     backends: any of ``console``, ``wandb``.
     config: the resolved config, stored with the W&B run.
-    resume_step: when resuming, lines after this step (logged after the checkpoint) are dropped.
+    resume_step: when resuming, lines after this step (logged after the checkpoint) are dropped. A new
+        run (``resume_step=0``) refuses a ``metrics.jsonl`` that already has rows rather than truncate it.
+
+    The W&B run id is drawn once per run directory and kept in ``run_dir/wandb_run_id``, so a resumed run
+    continues the same W&B run (offline too: ``wandb sync`` joins the pieces) and two runs that share an
+    experiment name never write into each other.
     """
 
     def __init__(self, run_dir: Path, *, backends: list[str], config: dict[str, Any], project: str, name: str,
                  resume_step: int = 0) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
+        if not resume_step and self.path.is_file() and self.path.read_text().strip():
+            raise FileExistsError(f"{self.path} already holds metrics of another run; a new run does not "
+                                  "overwrite it (resume it with trainer.resume=auto, or use a new trainer.output_dir)")
         self.history = _read_history(self.path, up_to=resume_step) if resume_step else []
         self.path.write_text("".join(json.dumps(row) + "\n" for row in self.history))
         self.console = "console" in backends
@@ -73,6 +82,18 @@ def _read_history(path: Path, *, up_to: int) -> list[dict[str, Any]]:
     return [row for row in rows if row.get("step", 0) <= up_to]
 
 
+def wandb_run_id(run_dir: Path) -> str:
+    """This run directory's W&B run id: read from ``wandb_run_id``; else the id of a W&B run already in
+    ``run_dir/wandb`` (a run started before the id was kept); else drawn. Written back to ``wandb_run_id``."""
+    path = Path(run_dir) / "wandb_run_id"
+    if path.is_file() and path.read_text().strip():
+        return path.read_text().strip()
+    earlier = sorted((Path(run_dir) / "wandb").glob("*run-*-*"))  # <mode>-run-<date>_<time>-<id>
+    run_id = earlier[-1].name.split("-", 3)[-1] if earlier else uuid.uuid4().hex[:16]
+    path.write_text(run_id + "\n")
+    return run_id
+
+
 def _init_wandb(run_dir: Path, config: dict[str, Any], project: str, name: str):
     try:
         import wandb
@@ -80,4 +101,4 @@ def _init_wandb(run_dir: Path, config: dict[str, Any], project: str, name: str):
         raise ImportError("trainer.logger includes 'wandb' but wandb is not installed: pip install 'vortex-rl[train]' "
                           "or set trainer.logger=[console]") from e
     return wandb.init(project=project, name=name, dir=str(run_dir), config=config, mode=wandb_mode(),
-                      id=name.replace("/", "-"), resume="allow")
+                      id=wandb_run_id(run_dir), resume="allow")
