@@ -72,8 +72,8 @@ class PlatformCPU(PlatformBase):
     def is_platform_available(self, use_smi_check=False) -> bool:
         return True
 
-    def current_device(self) -> int:
-        return 0
+    def current_device(self):
+        return "cpu"  # verl passes it to .to() / torch.device(); an int would mean an accelerator
 
     def device_count(self) -> int:
         return 1

@@ -36,6 +36,8 @@ def build_inputs(workdir: Path) -> dict[str, str]:
     from vortex_rl.data.char_tokenizer import build_char_tokenizer
 
     tokenizer = build_char_tokenizer()
+    # verl picks its continuation-token builder by model_type; the Qwen one needs Qwen's turn token
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
     model = tiny_hf_model("qwen3", sizes={**TRAINER_SIZES, "max_position_embeddings": 256}, tokenizer=tokenizer,
                           spread_weights=False, tie_word_embeddings=True, seed=0)
     model_dir = workdir / "model"
@@ -75,7 +77,9 @@ def overrides(paths: dict[str, str], steps: int) -> list[str]:
         "trainer.n_gpus_per_node=1", "trainer.nnodes=1", "trainer.device=cpu", "trainer.logger=[console]",
         f"trainer.total_training_steps={steps}", "trainer.val_before_train=False", "trainer.test_freq=-1",
         "trainer.save_freq=-1", "trainer.project_name=vortex_cpu", "trainer.experiment_name=grpo",
-        "+ray_kwargs.ray_init.num_gpus=1", "+ray_kwargs.ray_init.num_cpus=4",
+        # few actors: each of verl's storage units, agent-loop and reward workers holds a (logical) CPU
+        "transfer_queue.backend.SimpleStorage.num_data_storage_units=1", "reward.num_workers=1",
+        "+ray_kwargs.ray_init.num_gpus=1", "ray_kwargs.ray_init.num_cpus=16",
     ]
 
 

@@ -27,7 +27,8 @@ class VortexServer:
     Parameters
     ----------
     config: verl's ``RolloutConfig`` (``rollout.engine_kwargs.vortex`` holds our options; ``options.py``).
-    model_config: verl's ``HFModelConfig`` (``local_path``: the Hugging Face directory to load).
+    model_config: verl's ``HFModelConfig`` or its ``DictConfig`` (``local_path``, else ``path``: the
+        Hugging Face directory to load).
     rollout_mode: verl's ``RolloutMode`` (kept for the logs; every mode behaves the same here).
     replica_rank: which replica this is.
     engine: an already built ``Engine`` (tests); otherwise ``launch_server`` builds it.
@@ -51,10 +52,11 @@ class VortexServer:
         """Build the engine from ``model_config.local_path`` (in a thread: loading takes a while)."""
         if self.loop is None:
             cfg = engine_config(self.config)
-            engine = await asyncio.to_thread(Engine.from_pretrained, self.model_config.local_path, None, cfg)
+            path = model_path(self.model_config)
+            engine = await asyncio.to_thread(Engine.from_pretrained, path, None, cfg)
             self.loop = EngineLoop(engine)
-            logger.info("vortex replica %d: %s, flow %s, %d KV pages", self.replica_rank,
-                        self.model_config.local_path, cfg.flow, engine.pages.num_pages)
+            logger.info("vortex replica %d: %s, flow %s, %d KV pages", self.replica_rank, path, cfg.flow,
+                        engine.pages.num_pages)
 
     @property
     def engine(self) -> Engine:
@@ -170,3 +172,14 @@ class VortexServer:
     async def stop_profile(self) -> None:
         pass
 
+
+
+def model_path(model_config) -> str:
+    """The model directory of verl's model config: ``local_path`` (an ``HFModelConfig``), else ``path``
+    copied to local disk the way verl does (the replica passes the raw ``DictConfig``)."""
+    local = getattr(model_config, "local_path", None)
+    if local:
+        return str(local)
+    from verl.utils.fs import copy_to_local
+
+    return copy_to_local(str(model_config.path), use_shm=bool(getattr(model_config, "use_shm", False)))
