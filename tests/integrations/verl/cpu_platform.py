@@ -36,10 +36,13 @@ class _CpuDeviceModule(types.ModuleType):
         if hasattr(torch.cpu, name):
             return getattr(torch.cpu, name)
         if name in ("memory_allocated", "memory_reserved", "max_memory_allocated", "max_memory_reserved",
-                    "empty_cache", "reset_peak_memory_stats", "manual_seed", "manual_seed_all", "ipc_collect"):
+                    "empty_cache", "reset_peak_memory_stats", "manual_seed", "manual_seed_all", "ipc_collect",
+                    "set_per_process_memory_fraction"):
             return _noop
         if name == "mem_get_info":
             return lambda *a, **k: (0, 0)
+        if name == "get_device_name":
+            return lambda *a, **k: "cpu"
         if name == "memory_stats":
             return lambda *a, **k: {}
         if name == "get_rng_state":

@@ -154,3 +154,18 @@ def test_engine_options_come_from_verl_keys():
             cfg.dtype) == ("dense", 16, 32, 8, 64 + 24, "float32")
     with pytest.raises(ValueError, match=r"unknown keys \['budget'\]; accepted: \['flow', 'sparse'"):
         engine_config(rollout_config(vortex=dict(budget=32)))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cuda_bucket_travels_as_one_ipc_buffer_and_arrives_intact():
+    from vortex_rl.integrations.verl.weight_sync import pack_bucket, unpack_bucket
+
+    bucket = [("a.weight", torch.randn(3, 5, device="cuda")), ("b.bias", torch.randn(7, device="cuda"))]
+    payload, checksum = pack_bucket(bucket, torch.bfloat16)
+    assert set(payload) == {"specs", "cuda", "buffer"} and payload["buffer"].numel() == 22
+    got = unpack_bucket({k: v for k, v in payload.items() if k != "buffer"})
+    assert [n for n, _ in got] == ["a.weight", "b.bias"]
+    for (_, want), (_, t) in zip(bucket, got):
+        torch.testing.assert_close(t, want.to(torch.bfloat16), atol=0, rtol=0)
+    assert checksum == pytest.approx(weight_checksum(got), rel=1e-12)
