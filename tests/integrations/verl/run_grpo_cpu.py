@@ -53,7 +53,7 @@ def build_inputs(workdir: Path) -> dict[str, str]:
                 reward=str(workdir / "reward.py"))
 
 
-def overrides(paths: dict[str, str], steps: int) -> list[str]:
+def overrides(paths: dict[str, str], steps: int, flow: str = "block_sparse_attention") -> list[str]:
     ar = "actor_rollout_ref"
     vortex = f"+{ar}.rollout.engine_kwargs.vortex"
     return [
@@ -70,7 +70,7 @@ def overrides(paths: dict[str, str], steps: int) -> list[str]:
         f"{ar}.rollout.dtype=float32", f"{ar}.rollout.max_num_seqs=16", f"{ar}.rollout.max_num_batched_tokens=512",
         f"{ar}.rollout.log_prob_micro_batch_size_per_gpu=16", f"{ar}.rollout.calculate_log_probs=True",
         f"{ar}.rollout.agent.num_workers=1",
-        f"{vortex}.device=cpu", f"{vortex}.num_pages=256", f"{vortex}.flow=block_sparse_attention",
+        f"{vortex}.device=cpu", f"{vortex}.num_pages=256", f"{vortex}.flow={flow}",
         f"{vortex}.sparse.page_size=4", f"{vortex}.sparse.budget_pages=3", f"{vortex}.sparse.sink_pages=1",
         f"{vortex}.sparse.local_pages=1",
         f"reward.custom_reward_function.path={paths['reward']}", "reward.custom_reward_function.name=compute_score",
@@ -88,6 +88,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--timeout", type=int, default=900)
+    parser.add_argument("--flow", default="block_sparse_attention", help="the rollout's decode flow (dense: the baseline)")
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     paths = build_inputs(args.workdir)
@@ -103,7 +104,7 @@ def main(argv=None) -> int:
     log_path = args.workdir / "main_ppo.log"
     start = time.perf_counter()
     with open(log_path, "w") as log_file:  # streamed, so a slow run can be watched
-        proc = subprocess.Popen([sys.executable, "-m", "verl.trainer.main_ppo", *overrides(paths, args.steps)],
+        proc = subprocess.Popen([sys.executable, "-m", "verl.trainer.main_ppo", *overrides(paths, args.steps, args.flow)],
                                 cwd=args.workdir, env=env, stdout=log_file, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         try:
