@@ -169,3 +169,26 @@ def test_a_cuda_bucket_travels_as_one_ipc_buffer_and_arrives_intact():
     for (_, want), (_, t) in zip(bucket, got):
         torch.testing.assert_close(t, want.to(torch.bfloat16), atol=0, rtol=0)
     assert checksum == pytest.approx(weight_checksum(got), rel=1e-12)
+
+
+def test_the_entry_point_registers_vortex_at_import_verl(tmp_path):
+    """verl's own entry-point discovery (``verl/__init__.py`` ~55-76) in a fresh interpreter, with our
+    pyproject's ``verl.plugins`` entry installed as package metadata on a temporary path."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[3]
+    target = tomllib.loads((root / "pyproject.toml").read_text())["project"]["entry-points"]["verl.plugins"]["vortex"]
+    dist = tmp_path / "vortex_rl_ep-0.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: vortex-rl-ep\nVersion: 0.0\n")
+    (dist / "entry_points.txt").write_text(f"[verl.plugins]\nvortex = {target}\n")
+    code = ("import verl\nfrom verl.workers.rollout.base import _ROLLOUT_REGISTRY\n"
+            "from verl.workers.rollout.replica import RolloutReplicaRegistry\n"
+            "print(('vortex', 'async') in _ROLLOUT_REGISTRY, 'vortex' in RolloutReplicaRegistry._registry)")
+    env = {k: v for k, v in os.environ.items() if k != "VERL_USE_EXTERNAL_MODULES"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(root), env.get("PYTHONPATH", "")])
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["True", "True"], out.stdout
