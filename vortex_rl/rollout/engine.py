@@ -51,6 +51,7 @@ class Engine:
         self.sleeping = False
         self._seeds = random.Random(config.seed)
         self._next_seq_id = 0
+        self._finished: list[Sequence] = []  # finished or aborted since the last collect_finished()
 
     @classmethod
     def from_pretrained(cls, model, tokenizer=None, config: EngineConfig | None = None, *,
@@ -91,11 +92,15 @@ class Engine:
         self._check_n(n)
         for ids, p in zip(prompt_ids, params):  # all checked before any is queued
             self._check_fits(ids, p)
+        if self.scheduler.has_work():
+            raise RuntimeError("generate() while requests added with add_request() are in flight: "
+                               "step() until collect_finished() has returned them, or abort_request() them")
         samples = [self.add_request(ids, p, n, prompt_index=i) for i, (ids, p) in enumerate(zip(prompt_ids, params))]
         try:
             self._run_until_done(sum(len(s) for s in samples), use_tqdm)
         except BaseException:
-            self.scheduler.abort_all()  # an interrupted call must not leak requests into the next one
+            self.abort_all()  # an interrupted call must not leak requests into the next one
+            self.collect_finished()
             raise
         return [[self._completion(seq) for seq in group] for group in samples]
 
@@ -137,9 +142,12 @@ class Engine:
                 f"but the cache has {self.pages.num_pages}; raise num_pages / kv_cache_memory_gb or shorten it"
             )
 
+    # ------------------------------------------------------------------------------------- request API
     def add_request(self, prompt_ids: list[int], params: SamplingParams, n: int = 1, *,
                     prompt_index: int = 0) -> list[Sequence]:
-        """Queue ``n`` samples of one tokenised prompt; ``step()`` then runs them (``generate`` does both).
+        """Queue ``n`` samples of one tokenised prompt; ``step()`` then runs them together with every other
+        request in flight (continuous batching) and ``collect_finished()`` hands them back. ``generate`` is
+        this loop for a batch of prompts.
 
         Parameters
         ----------
@@ -167,6 +175,30 @@ class Engine:
         self.scheduler.add(group[0])
         return group
 
+    def abort_request(self, group: Seq[Sequence]) -> int:
+        """Stop the samples of one request (what ``add_request`` returned) that have not finished.
+
+        Their pages are freed now; they finish with ``finish_reason="abort"`` and the tokens generated so
+        far, and ``collect_finished`` returns them. Returns how many were aborted.
+        """
+        aborted = [a for seq in group for a in self.scheduler.abort(seq)]
+        self._finished += aborted
+        return len(aborted)
+
+    def abort_all(self) -> int:
+        """``abort_request`` for every request in flight; returns how many samples were aborted."""
+        aborted = self.scheduler.abort_all()
+        self._finished += aborted
+        return len(aborted)
+
+    def has_unfinished_requests(self) -> bool:
+        return self.scheduler.has_work()
+
+    def collect_finished(self) -> list[Sequence]:
+        """The samples that finished (or were aborted) since the last call, in the order they finished."""
+        finished, self._finished = self._finished, []
+        return finished
+
     def _run_until_done(self, total: int, use_tqdm: bool) -> None:
         from tqdm.auto import tqdm
 
@@ -174,7 +206,8 @@ class Engine:
         generated_before = self.stats.generated_tokens
         with tqdm(total=total, desc="generate", disable=not use_tqdm, dynamic_ncols=True) as bar:
             while self.scheduler.has_work():
-                bar.update(self.step())
+                self.step()
+                bar.update(len(self.collect_finished()))
                 elapsed = time.perf_counter() - start
                 if use_tqdm and elapsed > 0:
                     rate = (self.stats.generated_tokens - generated_before) / elapsed
@@ -183,7 +216,8 @@ class Engine:
 
     @torch.inference_mode()
     def step(self) -> int:
-        """Run one scheduler step; returns how many samples finished."""
+        """Run one scheduler step (a prefill chunk or one decode token for every running sample) over all
+        requests in flight; returns how many samples finished, which ``collect_finished`` then returns."""
         batch = self.scheduler.schedule()
         logits = self.runner.run(batch)
         samplers = self.scheduler.complete_step(batch)
@@ -195,6 +229,7 @@ class Engine:
             finished = self.scheduler.append_tokens(seqs, out.tokens.tolist(), out.logprobs.tolist(),
                                                     self._top_logprobs(seqs, out))
             self.stats.generated_tokens += len(seqs)
+            self._finished += finished
         self._count_step(batch)
         return len(finished)
 

@@ -63,13 +63,31 @@ class Scheduler:
     def has_work(self) -> bool:
         return bool(self.waiting or self.running or self.swap)
 
-    def abort_all(self) -> None:
-        """Drop every request, free its pages and its host copy."""
-        for seq in self.running:
+    def abort_all(self) -> list[Sequence]:
+        """Abort every request (``abort`` each); returns the sequences aborted."""
+        heads = list(self.waiting) + list(self.running) + list(self.swap.queue)
+        return [seq for head in heads for seq in self.abort(head)]
+
+    def abort(self, seq: Sequence) -> list[Sequence]:
+        """Stop ``seq`` wherever it is (waiting, prefilling, decoding or swapped out), with its samples
+        not forked yet: free its pages and host copy, mark it finished with ``finish_reason="abort"``.
+
+        Returns the sequences aborted now (none when ``seq`` had already finished). Call between steps.
+        """
+        if seq.is_finished:
+            return []
+        if seq.status == SequenceStatus.WAITING:
+            self.waiting.remove(seq)
+        elif seq.status == SequenceStatus.RUNNING:
+            self.running.remove(seq)
             self.pages.free(seq)
-        self.running.clear()
-        self.waiting.clear()
-        self.swap.clear()
+        elif seq.status == SequenceStatus.SWAPPED:
+            self.swap.remove(seq)
+        aborted = [seq] + seq.pending_samples
+        seq.pending_samples = []
+        for s in aborted:
+            s.status, s.finish_reason = SequenceStatus.FINISHED, "abort"
+        return aborted
 
     def schedule(self) -> ScheduledBatch:
         batch = self._schedule_prefill()

@@ -77,8 +77,8 @@ class Completion:
         (see ``SamplingParams``).
     top_logprobs: with ``SamplingParams.logprobs=k``: per generated token, ``{token_id: logprob}`` of the
         ``k`` most likely tokens of that distribution; otherwise ``None``.
-    finish_reason: ``"stop"`` (EOS or a stop token) or ``"length"`` (``max_new_tokens`` or
-        ``max_model_len`` reached).
+    finish_reason: ``"stop"`` (EOS or a stop token), ``"length"`` (``max_new_tokens`` or
+        ``max_model_len`` reached) or ``"abort"`` (``Engine.abort_request``; the tokens so far).
     """
 
     token_ids: list[int]

@@ -61,6 +61,12 @@ class SwapSpace:
         self.num_used -= seq.num_swapped_pages
         return seq
 
+    def remove(self, seq: Sequence) -> None:
+        """Take ``seq`` out of the queue for good (an aborted request), releasing its host pages."""
+        self.queue.remove(seq)
+        self.num_used -= seq.num_swapped_pages
+        seq.host_kv, seq.num_swapped_pages = None, 0
+
     def clear(self) -> None:
         """Drop every swapped-out sequence and its host copy."""
         for seq in self.queue:
