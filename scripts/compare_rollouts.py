@@ -111,9 +111,12 @@ def run_arm(recipe: str, arm: str, seed: int, steps: int | None, out: Path, extr
     return run_dir
 
 
-def summarise(rows: dict[int, dict[str, float]], *, tail_frac: float, default_budget: float) -> dict[str, float]:
-    """Final numbers of one run: mean training reward over the last ``tail_frac`` of steps, the last and
-    the best validation accuracy, mean ``alpha_p5`` over those steps and the final budget."""
+def summarise(rows: dict[int, dict[str, float]], *, tail_frac: float, default_budget: float, val_evals: int = 3
+              ) -> dict[str, float]:
+    """Final numbers of one run: mean training reward over the last ``tail_frac`` of steps, the first and
+    last validation accuracy and its mean over the last ``val_evals`` evaluations (one evaluation of a
+    small held-out set moves by several points between neighbouring checkpoints), mean ``alpha_p5`` over
+    the reward's steps and the final budget."""
     steps = sorted(s for s in rows if s > 0)
     tail = steps[-max(1, int(len(steps) * tail_frac)):]
     key = val_key(rows)
@@ -123,6 +126,7 @@ def summarise(rows: dict[int, dict[str, float]], *, tail_frac: float, default_bu
         "reward_first": statistics.fmean(rows[s][REWARD] for s in steps[: len(tail)]),
         "val_acc_start": vals[0] if vals else math.nan,
         "val_acc_final": vals[-1] if vals else math.nan,
+        "val_acc_tail": statistics.fmean(vals[-val_evals:]) if vals else math.nan,
         "alpha_p5_tail": statistics.fmean(rows[s][ALPHA] for s in tail if ALPHA in rows[s]),
         "budget_final": budget_of(rows[steps[-1]], default_budget),
         "budget_mean": statistics.fmean(budget_of(rows[s], default_budget) for s in steps),
@@ -186,6 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     parser.add_argument("--min-alpha-p5", type=float, default=0.9, help="the guard arm's floor")
     parser.add_argument("--tail-frac", type=float, default=0.25, help="share of last steps the reward is averaged over")
+    parser.add_argument("--val-evals", type=int, default=3, help="last validation evaluations averaged (val_acc_tail)")
     parser.add_argument("--out", type=Path, default=None, help="default: bench_results/compare_<recipe>")
     parser.add_argument("--summarise-only", action="store_true", help="read existing runs under --out")
     parser.add_argument("--no-shared-warmup", action="store_true",
@@ -212,18 +217,20 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"recipe": args.recipe, "seeds": args.seeds, "min_alpha_p5": args.min_alpha_p5,
               "overrides": args.overrides, "device": "cpu", "arms": {}}
     for arm, runs in series.items():
-        finals = [summarise(rows, tail_frac=args.tail_frac, default_budget=budgets[arm]) for rows in runs]
+        finals = [summarise(rows, tail_frac=args.tail_frac, default_budget=budgets[arm], val_evals=args.val_evals)
+                  for rows in runs]
         result["arms"][arm] = {name: spread([f[name] for f in finals]) for name in finals[0]}
     (out / "compare.json").write_text(json.dumps(result, indent=1))
     plot(series, out / "compare.png", budgets=budgets,
          title=f"{args.recipe}: dense vs block-sparse vs block-sparse + guard ({len(args.seeds)} seeds)")
     print(f"\n{args.recipe}, seeds {args.seeds} (mean ± std over seeds); {out / 'compare.json'}, {out / 'compare.png'}")
     print(f"{'arm':<8} {'reward first':>14} {'reward last':>14} {'val acc start':>14} {'val acc final':>14} "
-          f"{'alpha_p5':>14} {'budget mean':>12} {'budget end':>11}")
+          f"{'val acc tail':>14} {'alpha_p5':>14} {'budget mean':>12} {'budget end':>11}")
     for arm, numbers in result["arms"].items():
         cell = lambda n: f"{numbers[n]['mean']:.3f} ± {numbers[n]['std']:.3f}"  # noqa: E731
         print(f"{arm:<8} {cell('reward_first'):>14} {cell('reward_tail'):>14} {cell('val_acc_start'):>14} "
-              f"{cell('val_acc_final'):>14} {cell('alpha_p5_tail'):>14} {numbers['budget_mean']['mean']:>12.1f} "
+              f"{cell('val_acc_final'):>14} {cell('val_acc_tail'):>14} {cell('alpha_p5_tail'):>14} "
+              f"{numbers['budget_mean']['mean']:>12.1f} "
               f"{numbers['budget_final']['mean']:>11.1f}")
     return result
 
