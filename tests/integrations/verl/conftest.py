@@ -8,18 +8,11 @@ import importlib.util
 import types
 
 import pytest
-import torch
 
 if importlib.util.find_spec("verl") is None:  # `make test` without verl: these tests are not collected
     collect_ignore_glob = ["test_*.py"]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+from tests.threads import one_torch_thread  # noqa: F401 (autouse fixture)
 
 
 def rollout_config(**kw):
