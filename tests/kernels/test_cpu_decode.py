@@ -59,6 +59,18 @@ def test_sparse_every_page_equals_dense(make_paged_batch):
                            torch.float32)
 
 
+@pytest.mark.parametrize("use_flash", PATHS)
+def test_trailing_unlisted_columns_change_no_bit(make_paged_batch, use_flash):
+    """A page list sized for a larger budget (-1 columns after the listed ones, as an engine with room for
+    the budget guard makes) gives bit-identical output to the list without them."""
+    b = make_paged_batch([1, 15, 17, 33, 48, 9, 28, 3], q_heads=4, kv_heads=2, head_dim=16, page_size=2, seed=5)
+    ids = random_page_ids(b, budget=4, seed=2)
+    roomy = torch.cat([ids, torch.full((*ids.shape[:2], 10), -1, dtype=ids.dtype)], dim=-1)
+    tight_o, tight_lse = sparse_decode_attention_cpu(*_args(b), ids, use_flash=use_flash)
+    roomy_o, roomy_lse = sparse_decode_attention_cpu(*_args(b), roomy, use_flash=use_flash)
+    assert torch.equal(tight_o, roomy_o) and torch.equal(tight_lse, roomy_lse)
+
+
 @pytest.mark.parametrize("chunk_bytes", [1, 40_000])
 def test_chunks_of_requests_equal_one_chunk(make_paged_batch, monkeypatch, chunk_bytes):
     """One request per chunk (1 byte) and a few per chunk give the reference's answer; each dense chunk

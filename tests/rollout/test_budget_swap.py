@@ -49,3 +49,22 @@ def test_a_schedule_that_does_not_fit_is_refused(make_tiny_hf_model):
     with pytest.raises(ValueError, match="has 1 steps; this flow runner was built with 2"):
         live.set_budget_schedule(((256, 8),), 8)
     assert live.runner.flow_runner.config.budget_schedule == SMALL  # unchanged after a refusal
+
+
+
+def test_room_for_a_larger_budget_changes_no_bit(make_tiny_hf_model):
+    """An engine whose page lists are sized for 14 pages but run at a budget of 4 (the budget guard's
+    engine before it raises anything) gives bit-identical log-probs to one sized for 4, so a guard that
+    never fires leaves the run as it was. The CPU kernel attends over the listed columns only: with the
+    -1 columns in, the same keys rounded differently (4.8e-7 here) and guarded runs drifted apart."""
+    model = make_tiny_hf_model("qwen3")
+    prompts = [[(i * 13 + n) % 300 + 1 for i in range(n)] for n in range(6, 22)] * 2  # 3-11 pages of 2
+    results = {}
+    for room in (None, 14):
+        sparse = SparseConfig(page_size=2, budget_pages=4, sink_pages=1, local_pages=2, max_budget_pages=room)
+        e = Engine.from_pretrained(model, config=EngineConfig(num_pages=512, max_model_len=64, sparse=sparse))
+        assert e.runner.flow_runner.config.max_budget == (room or 4)
+        results[room] = [r[0] for r in e.generate(prompts, PARAMS, use_tqdm=False)]
+    for tight, roomy in zip(results[None], results[14]):
+        assert tight.token_ids == roomy.token_ids
+        assert torch.equal(torch.tensor(tight.logprobs), torch.tensor(roomy.logprobs))

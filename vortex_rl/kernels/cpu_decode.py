@@ -137,7 +137,12 @@ def _decode_cpu(q, k_cache, v_cache, page_table, seq_lens, page_ids, *, sm_scale
         width = int(((lens.max() + page_size - 1) // page_size).clamp(max=table.shape[1], min=1))
     else:
         page_ids = page_ids.long()
-        width = max(page_ids.shape[-1], 1)
+        # Attend over the listed columns only: a list sized for a larger budget (the budget guard's
+        # engines) ends in -1 columns, and masked keys still change the kernel's summation blocks, so
+        # without the trim the same pages would round differently from an engine sized for this budget.
+        listed = (page_ids >= 0).flatten(0, 1).any(dim=0).nonzero()
+        width = int(listed[-1]) + 1 if listed.numel() else 1
+        page_ids = page_ids[..., :width]
     per_request = 2 * kv_heads * width * page_size * head_dim * k_cache.element_size()
     step = max(1, CHUNK_BYTES // per_request)
     qg = q.view(batch, kv_heads, q_heads // kv_heads, head_dim)
