@@ -82,20 +82,28 @@ def _as_if_sms(sms: int):
         paged_decode.choose_num_splits, indexer.choose_num_chunks = saved
 
 
-def layer_launches(path: str):
+# ``--sweep``: every other shape ``gpu_check.py`` compiles a kernel for, beside SHAPE: GQA 1/2/4 at bf16
+# (kernel checks, rollout throughput), fp16, and the fp32 head_dim-16 tiny model of its GRPO phase. A
+# kernel that does not compile for one of them would end that phase on the lent GPU.
+SWEEP = [
+    dict(SHAPE, q_heads=8), dict(SHAPE, q_heads=32), dict(SHAPE, dtype="float16"),
+    dict(SHAPE, q_heads=4, kv_heads=2, head_dim=16, budget_pages=4, context=512, dtype="float32"),
+]
+
+
+def layer_launches(path: str, shape: dict = SHAPE):
     """``(triton_launches, torch_ops, syncs)`` of one decode layer on ``path`` (sparse, dense, sglang;
     ``sparse_b1`` / ``dense_b1``: batch 1, as on a 132-SM H100, where the indexer and split-KV split)."""
     if path.endswith("_b1"):
         with _as_if_sms(H100_SMS):
-            return _layer_launches(path.removesuffix("_b1"), 1)
-    return _layer_launches(path, SHAPE["batch"])
+            return _layer_launches(path.removesuffix("_b1"), 1, shape)
+    return _layer_launches(path, shape["batch"], shape)
 
 
-def _layer_launches(path: str, b: int):
+def _layer_launches(path: str, b: int, s: dict):
     from vortex_rl.kernels._triton import record_launches
     from vortex_rl.sparse import FlowRunner, SparseConfig
 
-    s = SHAPE
     meta = dict(device="meta", dtype=getattr(torch, s["dtype"]))
     kv, d, ps = s["kv_heads"], s["head_dim"], s["page_size"]
     max_pages = s["context"] // ps
@@ -235,6 +243,31 @@ def inspect(only: str | None = None) -> dict:
     return {"shape": SHAPE, "arch": f"sm_{ARCH}", "paths": paths, "kernels": kernels}
 
 
+PATHS = ("sparse", "dense", "sglang", "sparse_b1", "dense_b1")
+
+
+def sweep() -> list[dict]:
+    """Compile every distinct kernel specialisation (constexprs and argument types) of the SWEEP shapes;
+    one row per specialisation, with the compiler's error where it failed."""
+    rows, seen = [], set()
+    for shape in SWEEP:
+        for path in PATHS:
+            for launch in layer_launches(path, shape)[0]:
+                signature, constexprs, _, _ = _signature(launch)
+                key = (launch.name, tuple(sorted(signature.items())), tuple(sorted(constexprs.items())))
+                if key in seen:
+                    continue
+                seen.add(key)
+                label = f"{shape['dtype']} q{shape['q_heads']}/kv{shape['kv_heads']} d{shape['head_dim']} {path}"
+                try:
+                    row = compile_launch(launch)
+                    rows.append({"shape": label, **{k: row[k] for k in ("kernel", "shared", "main_buffers",
+                                                                         "registers", "spills")}, "error": None})
+                except Exception as e:  # noqa: BLE001 - reported, and the script exits non-zero
+                    rows.append({"shape": label, "kernel": launch.name, "error": f"{type(e).__name__}: {e}"[:300]})
+    return rows
+
+
 def _table(report: dict) -> str:
     rows = [("kernel", "shared", "main tiles", "buffers", "wait", "regs", "spills")]
     for k in report["kernels"]:
@@ -253,10 +286,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="bench_results/inspect_kernels.json")
     parser.add_argument("--only", default=None, help="compile only kernels whose name contains this")
+    parser.add_argument("--sweep", action="store_true",
+                        help="also compile every kernel specialisation gpu_check.py's other shapes need")
     args = parser.parse_args()
     import triton
 
     report = inspect(args.only)
+    if args.sweep:
+        report["sweep"] = sweep()
     report["device"] = f"none (ahead-of-time for sm_{ARCH}); host {platform.node()}, triton {triton.__version__}"
     for k in report["kernels"]:
         print(f"{k['kernel']}: grid {k['grid']}, warps {k['num_warps']}, stages {k['num_stages']}, buffers "
@@ -265,6 +302,16 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(report, indent=1))
     print(f"\nsm_{ARCH}, {SHAPE}; wrote {args.out}\n")
     print(_table(report))
+    if args.sweep:
+        failed = [r for r in report["sweep"] if r["error"]]
+        for r in report["sweep"]:
+            print(f"sweep {r['shape']:<32} {r['kernel']:<30} "
+                  + (f"FAILED {r['error']}" if r["error"] else f"shared {r['shared']}, K/V buffers "
+                     f"{r['main_buffers']}, regs {r['registers']}, spills {r['spills']}"))
+        print(f"sweep: {len(report['sweep'])} specialisations compiled for sm_{ARCH} with triton {triton.__version__}, "
+              f"{len(failed)} failed")
+        if failed:
+            sys.exit(1)
 
 
 if __name__ == "__main__":
