@@ -30,7 +30,8 @@ class RolloutBatch:
     old_log_probs, ref_log_probs, is_weights: ``[batch, response_len]`` float32.
     alpha, alpha_upper: ``[batch, response_len]`` float32, lower / upper bound of the per-token acceptance
         rate between rollout and trainer (``trainers.algos.acceptance``), made per micro-batch with the
-        trainer's log-probs when both sides have top-k log-probs.
+        trainer's log-probs when both sides have top-k log-probs; ``alpha_est`` the point estimate
+        between them.
     rs_mask: ``[batch, response_len]`` float32, 0 where rollout rejection sampling drops a token.
     advantages: ``[batch]`` float32.
     """
@@ -49,6 +50,7 @@ class RolloutBatch:
     ref_log_probs: torch.Tensor | None = None
     alpha: torch.Tensor | None = None
     alpha_upper: torch.Tensor | None = None
+    alpha_est: torch.Tensor | None = None
     rs_mask: torch.Tensor | None = None
     entropy: torch.Tensor | None = None
     is_weights: torch.Tensor | None = None

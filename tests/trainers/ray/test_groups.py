@@ -75,7 +75,7 @@ def test_learner_ranks_match_local_learner(groups):
     expected = copy.deepcopy(batch)
     reference.compute_log_probs(expected)
     g.learners.compute_log_probs(batch)
-    for name in ("old_log_probs", "entropy", "alpha", "alpha_upper", "ref_log_probs"):
+    for name in ("old_log_probs", "entropy", "alpha", "alpha_upper", "alpha_est", "ref_log_probs"):
         torch.testing.assert_close(getattr(batch, name), getattr(expected, name), rtol=1e-5, atol=1e-5)
     compute_advantages(batch, g.config.algorithm)
     compute_advantages(expected, g.config.algorithm)

@@ -10,18 +10,46 @@ top-k log-probs of each side are known (token sets ``R`` and ``T``), which brack
 The upper bound holds because the tokens outside ``R ∩ T`` add ``sum min(p_r, p_t)``, which is at most
 the mass either side puts outside ``R ∩ T``. Both equal ``alpha`` when the top-k sets carry all the mass.
 
+Where they do not (high temperature, a flat distribution), the lower bound is at most the top-k mass even
+for two identical policies, so a floor on it cannot tell a sparse mismatch from the top-k cut. The point
+estimate ``alpha_est`` assumes the mass outside ``R ∩ T`` overlaps at the rate it does inside:
+
+    alpha_est = alpha_k + rho * min(1 - P_r(R ∩ T), 1 - P_t(R ∩ T)),   rho = alpha_k / min(P_r(R ∩ T), P_t(R ∩ T))
+
+``rho`` lies in [0, 1], so ``alpha_k <= alpha_est <= upper``; two identical policies give 1 whatever the
+cut, and with the top-k sets carrying all the mass it is ``alpha``.
+
 Quantiles are exact and scale to any number of tokens (``torch.quantile`` refuses more than 2^24
 elements): two ``kthvalue`` selections, interpolated linearly as ``numpy.percentile`` does.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
+
+
+class AlphaBounds(NamedTuple):
+    """Per-position acceptance rate from top-k log-probs, each ``[...]`` float32 in [0, 1]:
+    ``lower <= estimate <= upper`` (module docstring)."""
+
+    lower: torch.Tensor
+    estimate: torch.Tensor
+    upper: torch.Tensor
 
 
 def acceptance_alpha_bounds(rollout_ids: torch.Tensor, rollout_logprobs: torch.Tensor, train_ids: torch.Tensor,
                             train_logprobs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-position lower and upper bounds of ``sum_v min(p_r(v), p_t(v))`` from top-k log-probs.
+    """``(lower, upper)`` of :func:`acceptance_alpha_with_estimate`."""
+    bounds = acceptance_alpha_with_estimate(rollout_ids, rollout_logprobs, train_ids, train_logprobs)
+    return bounds.lower, bounds.upper
+
+
+def acceptance_alpha_with_estimate(rollout_ids: torch.Tensor, rollout_logprobs: torch.Tensor, train_ids: torch.Tensor,
+                                   train_logprobs: torch.Tensor) -> AlphaBounds:
+    """Per-position lower and upper bounds of ``sum_v min(p_r(v), p_t(v))`` from top-k log-probs, and the
+    point estimate between them.
 
     Parameters
     ----------
@@ -30,7 +58,7 @@ def acceptance_alpha_bounds(rollout_ids: torch.Tensor, rollout_logprobs: torch.T
 
     Returns
     -------
-    ``(lower, upper)``, each ``[...]`` float32 in [0, 1], ``lower <= upper``. The ``[..., k_r, k_t]``
+    ``AlphaBounds(lower, estimate, upper)``, each ``[...]`` float32 in [0, 1]. The ``[..., k_r, k_t]``
     match tensor lives only inside this call: call it per micro-batch, on the device.
     """
     match = (rollout_ids.unsqueeze(-1) == train_ids.unsqueeze(-2)) & (rollout_ids >= 0).unsqueeze(-1)
@@ -40,7 +68,11 @@ def acceptance_alpha_bounds(rollout_ids: torch.Tensor, rollout_logprobs: torch.T
     shared_r = (p_r * match).sum(dim=(-1, -2))
     shared_t = (p_t * match).sum(dim=(-1, -2))
     slack = torch.minimum(1 - shared_r, 1 - shared_t).clamp(min=0)
-    return lower, (lower + slack).clamp(max=1.0)
+    shared = torch.minimum(shared_r, shared_t)
+    # No shared token: no rate to carry over, the estimate stays at the lower bound (0).
+    rho = torch.where(shared > 0, lower / shared.clamp(min=1e-30), torch.zeros_like(lower)).clamp(0.0, 1.0)
+    upper = (lower + slack).clamp(max=1.0)
+    return AlphaBounds(lower, torch.minimum(lower + rho * slack, upper), upper)
 
 
 def acceptance_alpha(rollout_ids: torch.Tensor, rollout_logprobs: torch.Tensor, train_ids: torch.Tensor,
@@ -90,11 +122,12 @@ def percentile_by_position(values: torch.Tensor, mask: torch.Tensor, *, bin_toke
 
 
 def alpha_metrics(alpha: torch.Tensor, alpha_upper: torch.Tensor | None, mask: torch.Tensor, *, bin_tokens: int,
-                  topk_mass: torch.Tensor | None = None) -> dict[str, float]:
+                  topk_mass: torch.Tensor | None = None, alpha_est: torch.Tensor | None = None) -> dict[str, float]:
     """``rollout_corr/alpha_*`` over the valid tokens of ``[batch, response_len]`` tensors.
 
     ``alpha_mean`` / ``alpha_p5`` (lower bound), ``alpha_upper_mean`` / ``alpha_upper_p5``,
-    ``alpha_p5/pos_<a>-<b>`` per response-position bin, ``topk_mass_mean`` (the rollout's top-k mass:
+    ``alpha_est_mean`` / ``alpha_est_p5`` (the point estimate), ``alpha_p5/pos_<a>-<b>`` (and
+    ``alpha_est_p5/pos_<a>-<b>``) per response-position bin, ``topk_mass_mean`` (the rollout's top-k mass:
     ``alpha_k`` cannot exceed it, so a low ``alpha_k`` at high-entropy positions may be the top-k cut).
     """
     valid = mask.bool()
@@ -105,8 +138,14 @@ def alpha_metrics(alpha: torch.Tensor, alpha_upper: torch.Tensor | None, mask: t
     if alpha_upper is not None:
         metrics["rollout_corr/alpha_upper_mean"] = alpha_upper[valid].float().mean().item()
         metrics["rollout_corr/alpha_upper_p5"] = exact_quantile(alpha_upper[valid], 0.05)
+    if alpha_est is not None:
+        metrics["rollout_corr/alpha_est_mean"] = alpha_est[valid].float().mean().item()
+        metrics["rollout_corr/alpha_est_p5"] = exact_quantile(alpha_est[valid], 0.05)
     if topk_mass is not None:
         metrics["rollout_corr/topk_mass_mean"] = topk_mass[valid].float().mean().item()
     for (start, end), value in percentile_by_position(alpha, mask, bin_tokens=bin_tokens).items():
         metrics[f"rollout_corr/alpha_p5/pos_{start}-{end}"] = value
+    if alpha_est is not None:
+        for (start, end), value in percentile_by_position(alpha_est, mask, bin_tokens=bin_tokens).items():
+            metrics[f"rollout_corr/alpha_est_p5/pos_{start}-{end}"] = value
     return metrics

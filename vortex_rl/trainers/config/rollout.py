@@ -37,6 +37,9 @@ def check_sampling(section, prefix: str) -> None:
         raise ValueError(f"{prefix}{e}") from None
 
 
+GUARD_SIGNALS = ("lower", "estimate")
+
+
 @dataclass
 class SparseGuardConfig:
     """The live budget guard (``vortex_rl.trainers.algos.budget_guard``): per context-length bin, the
@@ -44,8 +47,12 @@ class SparseGuardConfig:
     below ``min_alpha_p5``, and halves again (not below the configured ``rollout.sparse`` schedule) when it
     stays healthy. Each bin's budget is logged as ``rollout/budget_pages/pos_<a>-<b>``.
 
-    min_alpha_p5: the floor of the per-bin 5th percentile of the acceptance rate (lower bound ``alpha_k``);
-        ``null`` = no guard. Needs ``rollout.logprobs > 0`` and the embedded engine.
+    min_alpha_p5: the floor of the per-bin 5th percentile of the acceptance rate; ``null`` = no guard.
+        Needs ``rollout.logprobs > 0`` and the embedded engine.
+    signal: which per-token acceptance rate the floor applies to: ``lower`` (the lower bound ``alpha_k``,
+        logged as ``rollout_corr/alpha_p5``; it cannot exceed the top-k mass, so at high temperature even
+        dense rollouts may sit below the floor and the guard then runs dense) or ``estimate`` (the point
+        estimate ``alpha_est``, ``rollout_corr/alpha_est_p5``: 1 for identical policies whatever the cut).
     hysteresis: a bin's budget is lowered only while its ``alpha_p5 >= min_alpha_p5 + hysteresis``.
     patience: steps in a row above that before a budget is lowered.
     bin_tokens: context tokens (prompt + response) per bin.
@@ -54,6 +61,7 @@ class SparseGuardConfig:
     """
 
     min_alpha_p5: float | None = None
+    signal: str = "lower"
     hysteresis: float = 0.02
     patience: int = 2
     bin_tokens: int = 256
@@ -63,6 +71,8 @@ class SparseGuardConfig:
         key = "rollout.sparse_guard"
         check(self.min_alpha_p5 is None or 0 < self.min_alpha_p5 < 1,
               f"{key}.min_alpha_p5={self.min_alpha_p5} must lie in (0, 1), or be null for no guard")
+        check(self.signal in GUARD_SIGNALS,
+              f"{key}.signal={self.signal!r} is not one of {', '.join(GUARD_SIGNALS)}")
         check(0 <= self.hysteresis < 1, f"{key}.hysteresis={self.hysteresis} must lie in [0, 1)")
         check(self.patience >= 1, f"{key}.patience={self.patience} must be >= 1")
         check(self.bin_tokens >= 1, f"{key}.bin_tokens={self.bin_tokens} must be >= 1")

@@ -21,7 +21,7 @@ from vortex_rl.trainers.batch import RolloutBatch
 from vortex_rl.trainers.config import GRPOConfig
 from vortex_rl.trainers.local.learner import LocalLearner
 
-LOG_PROB_FIELDS = ("old_log_probs", "entropy", "alpha", "alpha_upper", "ref_log_probs")
+LOG_PROB_FIELDS = ("old_log_probs", "entropy", "alpha", "alpha_upper", "alpha_est", "ref_log_probs")
 
 
 def full_tensor(tensor: torch.Tensor) -> torch.Tensor:

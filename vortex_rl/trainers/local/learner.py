@@ -13,7 +13,7 @@ from typing import Iterator
 
 import torch
 
-from vortex_rl.trainers.algos.acceptance import acceptance_alpha_bounds
+from vortex_rl.trainers.algos.acceptance import acceptance_alpha_with_estimate
 from vortex_rl.trainers.batch import RolloutBatch, micro_batch_indices
 from vortex_rl.trainers.config import GRPOConfig
 from vortex_rl.trainers.local.logprobs import score_responses
@@ -66,14 +66,14 @@ class LocalLearner:
     def compute_log_probs(self, batch: RolloutBatch) -> None:
         """Fill ``old_log_probs``, ``entropy`` (and ``ref_log_probs``): dense forward of the current weights,
         before the update (verl's ``old_log_prob``). With ``rollout.logprobs`` and the rollout's top-k on the
-        batch, also ``alpha`` / ``alpha_upper``, made per micro-batch on the device (the ``[rows, len, k, k]``
+        batch, also ``alpha`` / ``alpha_upper`` / ``alpha_est``, made per micro-batch on the device (the ``[rows, len, k, k]``
         top-k match never reaches the host)."""
         size, k = batch.responses.shape, self.config.rollout.logprobs
         with_alpha = bool(k) and batch.rollout_topk_ids is not None
         batch.old_log_probs = torch.zeros(size)
         batch.entropy = torch.zeros(size)
         if with_alpha:
-            batch.alpha, batch.alpha_upper = torch.zeros(size), torch.zeros(size)
+            batch.alpha, batch.alpha_upper, batch.alpha_est = torch.zeros(size), torch.zeros(size), torch.zeros(size)
         if self.ref_model is not None:
             batch.ref_log_probs = torch.zeros(size)
         temperature = self.config.rollout.temperature
@@ -86,9 +86,11 @@ class LocalLearner:
             batch.old_log_probs[index, :width] = scores.log_probs.cpu()
             batch.entropy[index, :width] = scores.entropy.cpu()
             if with_alpha:
-                lower, upper = acceptance_alpha_bounds(mb.rollout_topk_ids, mb.rollout_topk_log_probs,
-                                                       scores.topk_ids, scores.topk_log_probs)
-                batch.alpha[index, :width], batch.alpha_upper[index, :width] = lower.cpu(), upper.cpu()
+                bounds = acceptance_alpha_with_estimate(mb.rollout_topk_ids, mb.rollout_topk_log_probs,
+                                                        scores.topk_ids, scores.topk_log_probs)
+                batch.alpha[index, :width] = bounds.lower.cpu()
+                batch.alpha_upper[index, :width] = bounds.upper.cpu()
+                batch.alpha_est[index, :width] = bounds.estimate.cpu()
             if self.ref_model is not None:
                 with autocast(self.config.model, self.device):
                     ref = score_responses(self.ref_model, mb, temperature=temperature)

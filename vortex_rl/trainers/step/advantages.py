@@ -62,7 +62,7 @@ def apply_rollout_correction(batch: RolloutBatch, config: RolloutCorrectionConfi
     if batch.alpha is not None:
         topk_mass = batch.rollout_topk_log_probs.exp().sum(-1) if batch.rollout_topk_log_probs is not None else None
         metrics.update(alpha_metrics(batch.alpha, batch.alpha_upper, mask, bin_tokens=config.position_bin_tokens,
-                                     topk_mass=topk_mass))
+                                     topk_mass=topk_mass, alpha_est=batch.alpha_est))
     return metrics
 
 

@@ -1,7 +1,7 @@
 """`BudgetGuard`: the live sparse budget schedule of a run (``rollout.sparse_guard``).
 
-Each step it reads the batch's per-token acceptance rate (``batch.alpha``, made with the trainer's
-log-probs), takes the 5th percentile per context-length bin, lets ``algos.budget_guard.guard_update``
+Each step it reads the batch's per-token acceptance rate (``batch.alpha``, or ``batch.alpha_est`` with
+``signal: estimate``; made with the trainer's log-probs), takes the 5th percentile per context-length bin, lets ``algos.budget_guard.guard_update``
 decide, and hands a changed schedule to the rollout engines for the next step (they take it without a
 rebuild: ``Engine.set_budget_schedule``). Its state goes into checkpoints.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import torch
 from tqdm.auto import tqdm
 
 from vortex_rl.rollout import EngineConfig
@@ -51,18 +52,23 @@ class BudgetGuard:
         return dataclasses.replace(self.sparse, budget_schedule=schedule, budget_pages=budget_pages,
                                    max_budget_pages=max(self.ceilings))
 
+    def signal(self, batch: RolloutBatch) -> torch.Tensor | None:
+        """The per-token acceptance rate the floor applies to (``rollout.sparse_guard.signal``)."""
+        return batch.alpha_est if self.config.signal == "estimate" else batch.alpha
+
     def bin_alpha_p5(self, batch: RolloutBatch) -> list[float | None]:
-        """The 5th percentile of ``batch.alpha`` per bin; a token's context is prompt + its response index
-        (the tokens cached when it was sampled), ``None`` for bins without tokens."""
-        by_bin = percentile_by_position(batch.alpha, batch.response_mask, bin_tokens=self.config.bin_tokens,
+        """The 5th percentile of the guard's signal per bin; a token's context is prompt + its response
+        index (the tokens cached when it was sampled), ``None`` for bins without tokens."""
+        by_bin = percentile_by_position(self.signal(batch), batch.response_mask, bin_tokens=self.config.bin_tokens,
                                         offsets=batch.prompt_lens - 1)
         return [by_bin.get(b) for b in self.bins]
 
     def observe(self, batch: RolloutBatch, worker) -> dict[str, float]:
         """Log the budgets this batch was generated with and its per-bin ``alpha_p5``, decide, and send a
         changed schedule to ``worker`` (``set_budget_schedule``) for the next step."""
-        if batch.alpha is None:
-            raise ValueError("rollout.sparse_guard needs batch.alpha: rollout.logprobs > 0 on both sides")
+        if self.signal(batch) is None:
+            raise ValueError(f"rollout.sparse_guard (signal={self.config.signal}) needs the batch's acceptance rate: "
+                             "rollout.logprobs > 0 on both sides")
         p5 = self.bin_alpha_p5(batch)
         metrics = {f"rollout/budget_pages/pos_{a}-{b}": float(budget)
                    for (a, b), budget in zip(self.bins, self.state.budgets)}
