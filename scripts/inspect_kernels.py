@@ -127,7 +127,8 @@ def _layer_launches(path: str, b: int, s: dict):
         if path == "sglang":  # SGLang writes K/V itself, then the backend pools and attends
             runner.update_state(cache, loc)
             pages = runner.select(q, cache, ctx)
-            runner._kernels(q).sparse_decode(q, cache["k"], cache["v"], ctx.page_table, ctx.seq_lens, pages)
+            runner._kernels(q).sparse_decode(q, cache["k"], cache["v"], ctx.page_table, ctx.seq_lens, pages,
+                                             list_lens=ctx.budgets)
         else:
             runner.write(k, v, cache, loc)
             runner.decode(q, cache, ctx)

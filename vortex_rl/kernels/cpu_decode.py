@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from vortex_rl.kernels.paged_decode import check_decode_inputs, page_token_mask
+from vortex_rl.kernels.paged_decode import check_decode_inputs, listed_prefix, page_token_mask
 
 # Gathered K + V per chunk; measured best between 16 and 32 MiB on a 2-core Xeon (L2 4 MiB).
 CHUNK_BYTES = 32 << 20
@@ -180,6 +180,7 @@ def sparse_decode_attention_cpu(
     out: torch.Tensor | None = None,
     lse: torch.Tensor | None = None,
     use_flash: bool = True,
+    list_lens: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode attention over per-(request, KV head) lists of physical pages, on CPU.
 
@@ -198,15 +199,17 @@ def sparse_decode_attention_cpu(
     out, lse : optional outputs ``[batch, q_heads, head_dim]`` (``q.dtype``) and ``[batch, q_heads]`` float32.
     use_flash : ATen's fused CPU attention (fp32 accumulation); ``False`` takes two matmuls in fp32 over
         the same gathered pages (also the path when that kernel is missing from the torch build).
+    list_lens : optional ``[batch]`` leading entries of each page list that may hold a page; the rest
+        is not read (:mod:`~vortex_rl.kernels.paged_decode`).
 
     Returns
     -------
     ``(o, lse)``: ``o`` ``[batch, q_heads, head_dim]``, ``lse`` ``[batch, q_heads]`` float32 natural log
     (``-inf`` and ``o = 0`` where nothing is attended).
     """
-    check_decode_inputs(q, k_cache, v_cache, page_table, seq_lens, page_ids)
+    check_decode_inputs(q, k_cache, v_cache, page_table, seq_lens, page_ids, list_lens)
     _check_cpu(q, out, lse)
-    return _decode_cpu(q, k_cache, v_cache, page_table, seq_lens, page_ids,
+    return _decode_cpu(q, k_cache, v_cache, page_table, seq_lens, listed_prefix(page_ids, list_lens),
                        sm_scale=sm_scale, out=out, lse=lse, use_flash=use_flash)
 
 

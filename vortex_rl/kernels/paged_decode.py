@@ -13,6 +13,10 @@ Layout shared by every decode kernel in this package:
   full except the request's last, ``page_table[b, ceil(seq_lens[b] / page_size) - 1]``, whose first
   ``seq_lens[b] - (num_pages - 1) * page_size`` slots are valid; so the kernel never reads the page
   table inside its loop.
+- ``list_lens`` (optional): ``[batch]`` int32, how many leading entries of each request's page list
+  may hold a page; entries from there on are not read. The engine passes each request's budget: a
+  page list sized for a larger budget (the budget guard's engines) then costs what a list of the
+  request's own budget costs, and splits the same way.
 
 Outputs are ``o: [batch, q_heads, head_dim]`` (dtype of ``q``) and ``lse: [batch, q_heads]`` float32,
 the natural-log log-sum-exp of the scaled scores (``-inf`` when no token is attended).
@@ -42,6 +46,7 @@ def check_decode_inputs(
     page_table: torch.Tensor,
     seq_lens: torch.Tensor,
     pages: torch.Tensor | None = None,
+    list_lens: torch.Tensor | None = None,
 ) -> None:
     """Raise ``ValueError`` naming the offending argument when shapes or dtypes do not fit."""
     if q.dim() != 3:
@@ -75,6 +80,21 @@ def check_decode_inputs(
             )
         if pages.dtype not in (torch.int32, torch.int64):
             raise ValueError(f"pages must be int32 or int64, got {pages.dtype}")
+    if list_lens is not None:
+        if pages is None:
+            raise ValueError("list_lens bounds a sparse page list; dense decode takes none")
+        if list_lens.shape != (batch,) or list_lens.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"list_lens must be [batch={batch}] int32 or int64, got {tuple(list_lens.shape)} "
+                             f"{list_lens.dtype}")
+
+
+def listed_prefix(pages: torch.Tensor, list_lens: torch.Tensor | None) -> torch.Tensor:
+    """``pages [batch, kv_heads, budget]`` with the entries at or after ``list_lens[b]`` set to ``-1``."""
+    if list_lens is None:
+        return pages
+    column = torch.arange(pages.shape[-1], device=pages.device)
+    keep = column[None, None, :] < list_lens.to(pages.device).long()[:, None, None]
+    return torch.where(keep, pages, torch.full_like(pages, -1))
 
 
 def all_page_ids(page_table: torch.Tensor, seq_lens: torch.Tensor, kv_heads: int, page_size: int) -> torch.Tensor:
@@ -123,13 +143,16 @@ def sparse_decode_attention_ref(
     pages: torch.Tensor,
     *,
     sm_scale: float | None = None,
+    list_lens: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode attention restricted to a per-(request, KV head) list of physical pages (fp32 math).
 
     Returns ``(o, lse)``: ``o`` ``[batch, q_heads, head_dim]`` in ``q.dtype``, ``lse`` ``[batch, q_heads]``
-    float32 (natural log). A page listed twice is attended twice; callers pass sets.
+    float32 (natural log). A page listed twice is attended twice; callers pass sets. ``list_lens``: see
+    the module docstring.
     """
-    check_decode_inputs(q, k_cache, v_cache, page_table, seq_lens, pages)
+    check_decode_inputs(q, k_cache, v_cache, page_table, seq_lens, pages, list_lens)
+    pages = listed_prefix(pages, list_lens)
     batch, q_heads, head_dim = q.shape
     kv_heads, page_size = k_cache.shape[1], k_cache.shape[2]
     group = q_heads // kv_heads
@@ -187,11 +210,11 @@ def _online_softmax_step(q, k, v, tok_ok, m_i, l_i, acc, sm_scale_log2, DOT_PREC
 
 @triton.jit
 def _paged_decode_kernel(
-    q_ptr, k_cache_ptr, v_cache_ptr, page_table_ptr, seq_lens_ptr, pages_ptr, o_ptr, lse_ptr,
+    q_ptr, k_cache_ptr, v_cache_ptr, page_table_ptr, seq_lens_ptr, pages_ptr, list_lens_ptr, o_ptr, lse_ptr,
     sm_scale_log2, kv_heads, group, head_dim, num_entries,
     stride_qb, stride_qh, stride_kp, stride_kh, stride_ks, stride_vp, stride_vh, stride_vs,
     stride_ptb, stride_pb, stride_ph, stride_ob, stride_oh, stride_os, stride_lb, stride_lh, stride_ls,
-    SPARSE: tl.constexpr, PAGE_SIZE: tl.constexpr, PAGES_PER_BLOCK: tl.constexpr, MIN_BLOCKS_PER_SPLIT: tl.constexpr,
+    SPARSE: tl.constexpr, HAS_LIST_LENS: tl.constexpr, PAGE_SIZE: tl.constexpr, PAGES_PER_BLOCK: tl.constexpr, MIN_BLOCKS_PER_SPLIT: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
@@ -210,6 +233,8 @@ def _paged_decode_kernel(
     width = num_entries
     if not SPARSE:  # the page list is the page table row: stop at the request's last page
         width = tl.minimum(width, n)
+    if HAS_LIST_LENS:  # entries past the request's own budget hold no page: do not walk them
+        width = tl.maximum(tl.minimum(width, tl.load(list_lens_ptr + b).to(tl.int32)), 0)
     blocks = tl.cdiv(width, PAGES_PER_BLOCK)
     splits = tl.maximum(1, tl.minimum(tl.num_programs(1), tl.cdiv(blocks, MIN_BLOCKS_PER_SPLIT)))
     per_split = tl.cdiv(blocks, splits) * PAGES_PER_BLOCK  # whole blocks: none straddles two splits
@@ -261,7 +286,7 @@ def _launch_config(page_size: int, head_dim: int, elem_bytes: int) -> tuple[int,
     return max(1, tokens // page_size), num_stages
 
 
-def _launch(q, k_cache, v_cache, page_table, seq_lens, pages, *, sm_scale, num_splits, out, lse):
+def _launch(q, k_cache, v_cache, page_table, seq_lens, pages, *, sm_scale, num_splits, out, lse, list_lens=None):
     require_triton("decode attention")
     batch, q_heads, head_dim = q.shape
     _, kv_heads, page_size, _ = k_cache.shape
@@ -290,7 +315,8 @@ def _launch(q, k_cache, v_cache, page_table, seq_lens, pages, *, sm_scale, num_s
     launch(
         _paged_decode_kernel, (batch * kv_heads, num_splits),
         q_ptr=q, k_cache_ptr=k_cache, v_cache_ptr=v_cache, page_table_ptr=page_table, seq_lens_ptr=seq_lens,
-        pages_ptr=pages, o_ptr=o_t, lse_ptr=lse_t,
+        pages_ptr=pages, list_lens_ptr=seq_lens if list_lens is None else unit_stride(list_lens), o_ptr=o_t,
+        lse_ptr=lse_t,
         sm_scale_log2=scale * 1.4426950408889634, kv_heads=kv_heads, group=q_heads // kv_heads,
         head_dim=head_dim, num_entries=num_entries,
         stride_qb=q.stride(0), stride_qh=q.stride(1),
@@ -299,7 +325,7 @@ def _launch(q, k_cache, v_cache, page_table, seq_lens, pages, *, sm_scale, num_s
         stride_ptb=page_table.stride(0), stride_pb=pages.stride(0), stride_ph=pages.stride(1) if sparse else 0,
         stride_ob=o_t.stride(0), stride_oh=o_t.stride(1), stride_os=o_t.stride(2),
         stride_lb=lse_t.stride(0), stride_lh=lse_t.stride(1), stride_ls=lse_t.stride(2),
-        SPARSE=sparse, PAGE_SIZE=page_size, PAGES_PER_BLOCK=ppb, MIN_BLOCKS_PER_SPLIT=MIN_BLOCKS_PER_SPLIT,
+        SPARSE=sparse, HAS_LIST_LENS=list_lens is not None, PAGE_SIZE=page_size, PAGES_PER_BLOCK=ppb, MIN_BLOCKS_PER_SPLIT=MIN_BLOCKS_PER_SPLIT,
         BLOCK_N=ppb * page_size,
         # tl.dot needs at least 16 rows and columns: pad the group and head_dim with masked lanes.
         BLOCK_G=max(16, next_pow2(q_heads // kv_heads)), BLOCK_D=max(16, next_pow2(head_dim)),
@@ -324,6 +350,7 @@ def sparse_decode_attention(
     num_splits: int | None = None,
     out: torch.Tensor | None = None,
     lse: torch.Tensor | None = None,
+    list_lens: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode attention over per-(request, KV head) lists of physical pages (Triton, fp32 accumulation).
 
@@ -341,14 +368,16 @@ def sparse_decode_attention(
         picks from shapes and the SM count. Each request uses as many of them as its length fills.
     out, lse : optional contiguous outputs ``[batch, q_heads, head_dim]`` (``q.dtype``) and
         ``[batch, q_heads]`` float32.
+    list_lens : optional ``[batch]`` int32/int64, leading entries of each page list that may hold a
+        page (module docstring); the rest is not read.
 
     Returns
     -------
     ``(o, lse)``: ``o`` ``[batch, q_heads, head_dim]``, ``lse`` ``[batch, q_heads]`` float32 natural log.
     """
-    check_decode_inputs(q, k_cache, v_cache, page_table, seq_lens, pages)
+    check_decode_inputs(q, k_cache, v_cache, page_table, seq_lens, pages, list_lens)
     return _launch(q, k_cache, v_cache, page_table, seq_lens, pages,
-                   sm_scale=sm_scale, num_splits=num_splits, out=out, lse=lse)
+                   sm_scale=sm_scale, num_splits=num_splits, out=out, lse=lse, list_lens=list_lens)
 
 
 def dense_decode_attention(

@@ -190,7 +190,10 @@ class FlowRunner:
         if self.is_dense or (layer is not None and layer in self.config.dense_layers):
             return kern.dense_decode(q, cache["k"], cache["v"], ctx.page_table, ctx.seq_lens, sm_scale=sm_scale)
         pages = self.select(q, cache, ctx)
-        return kern.sparse_decode(q, cache["k"], cache["v"], ctx.page_table, ctx.seq_lens, pages, sm_scale=sm_scale)
+        # A request's list holds at most its budget of pages, first: the kernels stop there, so room for
+        # a larger budget (max_budget) costs no work and changes no rounding.
+        return kern.sparse_decode(q, cache["k"], cache["v"], ctx.page_table, ctx.seq_lens, pages, sm_scale=sm_scale,
+                                  list_lens=ctx.budgets)
 
 
 def _all_slots(page_table: torch.Tensor, seq_lens: torch.Tensor, page_size: int) -> torch.Tensor:

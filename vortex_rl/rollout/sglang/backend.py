@@ -169,7 +169,8 @@ class VortexAttnBackend(AttentionBackend):
         ctx = self.decode_ctx
         pages = self.flow_runner.select(q, cache, ctx)
         o, _ = kernel_impls(q, self.config.kernel_backend).sparse_decode(
-            q, cache["k"], cache["v"], ctx.page_table, ctx.seq_lens, pages, sm_scale=layer.scaling
+            q, cache["k"], cache["v"], ctx.page_table, ctx.seq_lens, pages, sm_scale=layer.scaling,
+            list_lens=ctx.budgets,
         )
         return o.reshape(-1, layer.tp_q_head_num * layer.v_head_dim)
 
