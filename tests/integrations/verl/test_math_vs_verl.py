@@ -11,6 +11,7 @@ differently on purpose, the test asserts the relation and says why; where ours d
 
 from __future__ import annotations
 
+import types
 import warnings
 
 import numpy as np
@@ -84,12 +85,13 @@ def verl_grpo(fn, scores, group_ids, mask, norm):
 @pytest.mark.parametrize("verl_name", ["grpo", "grpo_vectorized"])
 def test_grpo_advantages_match_verl(seed, norm, verl_name):
     scores, group_ids = grpo_case(seed)
-    mask = (torch.arange(6) < torch.randint(1, 7, (len(scores),), generator=torch.Generator().manual_seed(seed))[:, None]).float()
+    lengths = torch.randint(1, 7, (len(scores),), generator=torch.Generator().manual_seed(seed))
+    mask = (torch.arange(6) < lengths[:, None]).float()  # verl broadcasts over the valid tokens only
     expected = verl_grpo(verl_algos.get_adv_estimator_fn(verl_name), scores, group_ids, mask, norm)
     got = ours.get_adv_estimator("grpo")(scores, group_ids, norm_by_std=norm, eps=1e-6)
     torch.testing.assert_close(got[:, None] * mask, expected, **F32)
     # The trainer's path: step/advantages.py -> registry with the config's flag.
-    batch = type("Batch", (), dict(scores=scores, group_ids=group_ids, advantages=None))()
+    batch = types.SimpleNamespace(scores=scores, group_ids=group_ids, advantages=None)
     compute_advantages(batch, AlgorithmConfig(adv_estimator="grpo", norm_adv_by_std_in_grpo=norm))
     torch.testing.assert_close(batch.advantages[:, None] * mask, expected, **F32)
     uniform = torch.isin(group_ids, torch.tensor([7, 3]))  # the two equal-reward groups: zero advantage
@@ -170,8 +172,8 @@ def test_agg_loss_matches_verl(mode):
 
 
 @pytest.mark.xfail(strict=True, reason="default num_seqs: ours divides the seq-mean modes by all rows "
-                   "(loss_mat.shape[0]), verl by the rows with >= 1 valid token; differs by the factor "
-                   "rows / non-empty rows (10/9 here) when a row is fully masked (e.g. rejected by rollout_rs)")
+                   "(loss_mat.shape[0]), verl by the rows with >= 1 valid token: with a fully masked row (e.g. "
+                   "rejected by rollout_rs) verl's loss is rows / non-empty rows = 10/9 of ours")
 @pytest.mark.parametrize("mode", ["seq-mean-token-sum", "seq-mean-token-mean"])
 def test_agg_loss_default_row_count_with_empty_row_matches_verl(mode):
     g = torch.Generator().manual_seed(6)
