@@ -87,8 +87,10 @@ def agg_loss(loss_mat: torch.Tensor, mask: torch.Tensor, mode: str, *, num_token
 
     ``token-mean``: sum over valid tokens / ``num_tokens``; ``seq-mean-token-sum``: per-sequence token
     sums averaged over ``num_seqs``; ``seq-mean-token-mean``: per-sequence token means averaged over
-    ``num_seqs``. ``num_tokens`` / ``num_seqs`` default to this batch's counts; pass the mini-batch's
-    counts when accumulating micro-batches, so the micro-batch losses add up to the mini-batch loss.
+    ``num_seqs``. ``num_tokens`` / ``num_seqs`` default to this batch's counts (valid tokens; rows with at
+    least one valid token, as verl's ``agg_loss``: a row that rejection sampling masked whole is not a
+    sequence of the mean); pass the mini-batch's counts when accumulating micro-batches, so the
+    micro-batch losses add up to the mini-batch loss.
     """
     mask = mask.to(loss_mat.dtype)
     if mode == "token-mean":
@@ -99,7 +101,7 @@ def agg_loss(loss_mat: torch.Tensor, mask: torch.Tensor, mode: str, *, num_token
         per_seq = per_seq / mask.sum(-1).clamp(min=1)
     elif mode != "seq-mean-token-sum":
         raise ValueError(f"loss_agg_mode={mode!r} is not one of {LOSS_AGG_MODES}")
-    return per_seq.sum() / (num_seqs if num_seqs is not None else loss_mat.shape[0])
+    return per_seq.sum() / (num_seqs if num_seqs is not None else (mask.sum(-1) > 0).sum().clamp(min=1))
 
 
 @register_policy_loss("vanilla")

@@ -109,7 +109,8 @@ def correction_metrics(old_log_prob: torch.Tensor, rollout_log_prob: torch.Tenso
     """``rollout_corr/*`` diagnostics over the valid tokens of ``[batch, response_len]`` tensors.
 
     ``kl``: mean of ``log p_r - log p_t`` (k1 estimate of KL(p_r || p_t), tokens drawn from ``p_r``);
-    ``k3_kl``: mean of ``r - log r - 1`` with ``r = p_t / p_r``; ``chi2_token`` / ``chi2_seq``: the
+    ``k3_kl``: mean of ``r - log r - 1`` with ``r = p_t / p_r``, not clamped (``inf`` past ``log r`` of
+    about 88 in float32, as in verl); ``chi2_token`` / ``chi2_seq``: the
     chi-square divergence ``E_{p_r}[rho^2] - 1`` of the token and of the sequence ratio (safety-clamped);
     ``is_truncated_frac``: how often the token ratio exceeds ``threshold``. With ``weights`` (the applied
     IS weights): ``is_weight_mean`` (of the truncated weights; the raw ratio's mean is dominated by
@@ -126,7 +127,9 @@ def correction_metrics(old_log_prob: torch.Tensor, rollout_log_prob: torch.Tenso
     seq_log = sequence_log_ratio(log_r, response_mask.float()).squeeze(-1)[mask.any(-1)]
     metrics = {
         "rollout_corr/kl": (-log_r_valid).mean().item(),
-        "rollout_corr/k3_kl": (ratio - log_r_valid - 1).mean().item(),
+        # Unclamped, as verl's compute_offpolicy_metrics: the clamped ratio with the raw log r is neither
+        # k3 of the clamped ratio nor of the true one.
+        "rollout_corr/k3_kl": (log_r_valid.exp() - log_r_valid - 1).mean().item(),
         "rollout_corr/chi2_token": (ratio.square().mean() - 1).item(),
         "rollout_corr/chi2_seq": (seq_log.clamp(-SAFETY_BOUND, SAFETY_BOUND).exp().square().mean() - 1).item(),
         "rollout_corr/is_truncated_frac": (ratio > threshold).float().mean().item(),

@@ -51,8 +51,13 @@ def apply_rollout_correction(batch: RolloutBatch, config: RolloutCorrectionConfi
     if config.rollout_is is not None:
         batch.is_weights = is_weights(old, rollout, mask, mode=config.rollout_is, threshold=config.rollout_is_threshold)
         if config.rollout_is_batch_normalize:
-            factor = batch_mean(batch.is_weights, mask, per_sequence=config.rollout_is != "token").clamp(min=1e-8)
-            batch.is_weights = batch.is_weights / factor
+            factor = batch_mean(batch.is_weights, mask, per_sequence=config.rollout_is != "token")
+            # A batch whose weights all vanish (every ratio ~e^-20) is left unnormalised, as verl does:
+            # dividing by a clamped mean would scale by an arbitrary constant.
+            if factor.item() > 1e-8:
+                batch.is_weights = batch.is_weights / factor
+            else:
+                factor = torch.ones_like(factor)
             metrics["rollout_corr/is_batch_norm_factor"] = factor.item()
     if config.rollout_rs is not None:
         batch.rs_mask = rejection_mask(old, rollout, mask, mode=config.rollout_rs, high=config.rollout_rs_threshold,
