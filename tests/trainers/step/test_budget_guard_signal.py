@@ -52,3 +52,12 @@ def test_a_missing_signal_and_a_bad_name_are_refused():
         guard.observe(b, Schedules())
     with pytest.raises(ValueError, match="signal='upper' is not one of lower, estimate"):
         SparseGuardConfig(min_alpha_p5=0.9, signal="upper")
+
+
+def test_ceilings_stop_at_the_longest_context():
+    """tiny_cpu: 28-token contexts in one 256-token bin are 14 pages of 2 tokens; dense is 14, not 128."""
+    guard = BudgetGuard(SparseGuardConfig(min_alpha_p5=0.9), SPARSE, max_tokens=28)
+    assert guard.bins == [(0, 256)] and guard.ceilings == [14]
+    assert guard.engine_sparse_config().max_budget == 14
+    capped = BudgetGuard(SparseGuardConfig(min_alpha_p5=0.9, max_budget_pages=6, bin_tokens=8), SPARSE, max_tokens=28)
+    assert capped.ceilings == [4, 6, 6, 6]  # bin 0-8 is dense at 4 pages; the floor is 4 everywhere

@@ -37,7 +37,9 @@ class BudgetGuard:
         self.bins = guard_bins(max_tokens, config.bin_tokens)
         self.floors = [sparse.budget_for(end) for _, end in self.bins]
         cap = config.max_budget_pages
-        self.ceilings = [max(floor, min(dense_pages(end, sparse.page_size), cap or 1 << 30))
+        # "Up to dense": every page of the bin's longest context, which is never past max_tokens (the
+        # last bin may end beyond it, and the engine's page lists are sized for the largest ceiling).
+        self.ceilings = [max(floor, min(dense_pages(min(end, max_tokens), sparse.page_size), cap or 1 << 30))
                          for floor, (_, end) in zip(self.floors, self.bins)]
         self.state = GuardState(list(self.floors))
 
