@@ -107,11 +107,15 @@ def phase_graphs(device: torch.device) -> list[Row]:
             engine = Engine(random_source(model, device, dtype, 0), config)
             for b in batches:
                 outputs[eager, b] = [group[0] for group in engine.generate(prompts[b], params, n=1, use_tqdm=False)]
-            if engine.runner.graphs is not None:
-                for b in batches:
-                    rows.append({"flow": flow, "batch": b, "check": "replay_vs_eager",
-                                 "max_logit_diff": (diff := replay_vs_eager(engine, prompts[b])),
-                                 "ok": diff <= GRAPH_REPLAY_TOL})
+            for b in batches if engine.runner.graphs is not None else ():
+                row = {"flow": flow, "batch": b, "check": "replay_vs_eager"}
+                try:
+                    row["max_logit_diff"] = replay_vs_eager(engine, prompts[b])
+                    row["ok"] = row["max_logit_diff"] <= GRAPH_REPLAY_TOL
+                except Exception as e:  # noqa: BLE001 - recorded: the generation rows above still count
+                    row.update(error=f"{type(e).__name__}: {e}", ok=False)
+                    traceback.print_exc()
+                rows.append(row)
             del engine
             gc.collect()  # runner -> graphs -> runner.decode_forward is a cycle: free the cache and graphs now
             if device.type == "cuda":
@@ -131,14 +135,14 @@ def replay_vs_eager(engine, prompts: list[list[int]]) -> float:
     from vortex_rl.rollout import SamplingParams
 
     runner, greedy = engine.runner, SamplingParams(temperature=0.0, max_new_tokens=4, ignore_eos=True)
-    for i, prompt in enumerate(prompts):
-        engine.add_request(prompt, greedy, prompt_index=i)
+    seqs = [engine.add_request(prompt, greedy, prompt_index=i)[0] for i, prompt in enumerate(prompts)]
     try:
-        engine.step()  # every prompt's prefill (they fit one chunk) and first token
+        while any(not seq.completion_ids for seq in seqs):
+            engine.step()  # the prefills (one step when they fit one chunk), each request's first token
         batch = engine.scheduler.schedule()
-        if batch.is_prefill or len(batch.seqs) != len(prompts):
-            got = "a prefill" if batch.is_prefill else f"{len(batch.seqs)} requests"
-            raise RuntimeError(f"replay_vs_eager: expected one decode step of {len(prompts)} requests, got {got}")
+        if batch.is_prefill or not batch.seqs:
+            raise RuntimeError(f"replay_vs_eager: expected a decode step of {len(prompts)} requests, got "
+                               f"{'a prefill' if batch.is_prefill else 'none'}")
         n = len(batch.seqs)
         host = runner.decode_inputs(batch, runner.graphs.rows_for(n), runner.max_pages_per_seq)
         dtypes = {"page_table": torch.int32, "seq_lens": torch.int32}

@@ -43,7 +43,8 @@ def test_replay_vs_eager_compares_one_padded_step(make_tiny_hf_model):
     gpu_check = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gpu_check)
     engine = Engine.from_pretrained(make_tiny_hf_model("qwen3"), config=EngineConfig(
-        num_pages=64, max_model_len=128, sparse=SparseConfig(budget_pages=4), dtype="float32", enforce_eager=True))
+        num_pages=64, max_model_len=128, sparse=SparseConfig(budget_pages=4), dtype="float32",
+        max_num_batched_tokens=32))  # the 39-token prompt prefills over two steps
     runner = engine.runner
     graphs = DecodeGraphs(runner.decode_forward, (1, 2, 4), max_pages_per_seq=runner.max_pages_per_seq,
                           scratch_page=runner.scratch_page, page_size=runner.page_size, device=runner.device)
