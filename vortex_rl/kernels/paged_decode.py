@@ -282,10 +282,7 @@ def _launch_config(page_size: int, head_dim: int, elem_bytes: int) -> tuple[int,
     """``(pages_per_block, num_stages)``: about 16 KiB of K per loop step, three steps in flight for
     16-bit caches (two K/V tiles of 16 KiB per stage keep two programs per SM within shared memory)."""
     tokens = max(16, 16384 // (next_pow2(head_dim) * elem_bytes))
-    if elem_bytes <= 2:
-        # Small 16-bit heads (d <= 32) would take 256-512 tokens a step: the [group, tokens] fp32 scores
-        # then spill (bf16, d 16, 512 tokens: 255 registers + 1184 spilled bytes at sm_90, triton 3.6).
-        tokens = min(tokens, 128)
+    tokens = min(tokens, 128) if elem_bytes <= 2 else tokens  # 16-bit d 16: 512 tokens spilled 1184 B (sm_90)
     num_stages = 3 if elem_bytes <= 2 and head_dim <= 128 else 2
     return max(1, tokens // page_size), num_stages
 
