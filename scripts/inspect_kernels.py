@@ -83,11 +83,13 @@ def _as_if_sms(sms: int):
 
 
 # ``--sweep``: every other shape ``gpu_check.py`` compiles a kernel for, beside SHAPE: GQA 1/2/4 at bf16
-# (kernel checks, rollout throughput), fp16, and the fp32 head_dim-16 tiny model of its GRPO phase. A
-# kernel that does not compile for one of them would end that phase on the lent GPU.
+# (kernel checks, rollout throughput), fp16, and the head_dim-16 tiny model of its GRPO phase (fp32 in
+# the CPU smoke run, bf16 on the GPU: the engine's "auto" dtype). A kernel that does not compile for one
+# of them would end that phase on the lent GPU.
+SMALL_HEADS = dict(SHAPE, q_heads=4, kv_heads=2, head_dim=16, budget_pages=4, context=512, dtype="bfloat16")
 SWEEP = [
     dict(SHAPE, q_heads=8), dict(SHAPE, q_heads=32), dict(SHAPE, dtype="float16"),
-    dict(SHAPE, q_heads=4, kv_heads=2, head_dim=16, budget_pages=4, context=512, dtype="float32"),
+    dict(SMALL_HEADS, dtype="float32"), SMALL_HEADS,
 ]
 
 

@@ -27,3 +27,43 @@ def test_gpu_check_cpu_smoke(tmp_path):
     assert all(r["rollout/weights_checksum_rel_diff"] < 1e-6 for r in phases["grpo"]["rows"])
     assert {r["flow"] for r in phases["rollout"]["rows"]} == {"dense", "block_sparse_attention"}
     assert "| ok" in done.stdout or "ok (" in done.stdout  # the table was printed
+
+
+def test_replay_vs_eager_compares_one_padded_step(make_tiny_hf_model):
+    """The graphs phase's exact check, on CPU with a stand-in for the captured graphs (the forward on the
+    static buffers, what a replay runs): 0 for a faithful replay, and it sees a replay that reads stale
+    inputs (a graph whose page table lost its last column: a request's newest page)."""
+    import importlib.util
+
+    from vortex_rl.rollout import Engine, EngineConfig
+    from vortex_rl.rollout.cuda_graphs import DecodeGraphs
+    from vortex_rl.sparse import SparseConfig
+
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "scripts" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    engine = Engine.from_pretrained(make_tiny_hf_model("qwen3"), config=EngineConfig(
+        num_pages=64, max_model_len=128, sparse=SparseConfig(budget_pages=4), dtype="float32",
+        max_num_batched_tokens=32))  # the 39-token prompt prefills over two steps
+    runner = engine.runner
+    graphs = DecodeGraphs(runner.decode_forward, (1, 2, 4), max_pages_per_seq=runner.max_pages_per_seq,
+                          scratch_page=runner.scratch_page, page_size=runner.page_size, device=runner.device)
+
+    class ForwardOnBuffers:  # what a captured graph does on replay
+        def __init__(self, rows, stale=False):
+            self.rows, self.stale = rows, stale
+
+        def replay(self):
+            inputs = {k: b[: self.rows] for k, b in graphs.buffers.items()}
+            if self.stale:
+                inputs["page_table"] = inputs["page_table"].clone()
+                inputs["page_table"][:, 1:] = -1
+            graphs.outputs[self.rows] = graphs.forward(inputs)
+
+    prompts = [list(range(1, 40)), [3, 4, 5]]
+    runner.graphs = graphs
+    graphs.graphs = {rows: ForwardOnBuffers(rows) for rows in graphs.batch_sizes}
+    assert gpu_check.replay_vs_eager(engine, prompts) == 0.0
+    assert not engine.has_unfinished_requests()  # aborted afterwards
+    graphs.graphs = {rows: ForwardOnBuffers(rows, stale=True) for rows in graphs.batch_sizes}
+    assert gpu_check.replay_vs_eager(engine, prompts) > 1e-3

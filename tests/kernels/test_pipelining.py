@@ -65,3 +65,19 @@ def test_indexer_scores_pass_overlaps_centroid_loads(tmp_path):
         assert k["spills"] == 0, name
     assert report["paths"]["sparse_b1"]["triton"].count("_block_sparse_indexer_kernel") == 2
     assert report["paths"]["sparse"]["triton"].count("_block_sparse_indexer_kernel") == 1
+
+
+@pytest.mark.skipif(_cuda_backend_reason() is not None, reason=str(_cuda_backend_reason()))
+def test_decode_kernel_of_small_bf16_heads_does_not_spill():
+    """gpu_check's GRPO phase decodes a head_dim-16 model in bf16 (the engine's dtype on CUDA). Sized for
+    16 KiB of K per step, its blocks were 512 tokens and the kernel spilled (1184 bytes at sm_90 with
+    triton 3.6, 5476 with 3.9); 16-bit blocks are capped at 128 tokens."""
+    code = ("import json, sys; sys.path.insert(0, 'scripts'); import inspect_kernels as ik\n"
+            "print(json.dumps({p: [ik.compile_launch(l)['spills'] for l in ik.layer_launches(p, ik.SMALL_HEADS)[0]\n"
+            "                      if l.name == '_paged_decode_kernel'] for p in ('sparse', 'dense')}))")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    spills = json.loads(run.stdout.strip().splitlines()[-1])
+    assert spills == {"sparse": [0], "dense": [0]}, spills

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from vortex_rl.rollout import Engine, EngineConfig, SamplingParams
 from vortex_rl.rollout.cuda_graphs import DecodeGraphs
@@ -107,3 +108,54 @@ def test_batches_larger_than_every_graph_run_eagerly_and_wake_recaptures(make_ti
     again = [c[0] for c in engine.generate(PROMPTS, GREEDY, use_tqdm=False)]
     for a, b, c in zip(eager, small_graphs, again):
         assert a.token_ids == b.token_ids == c.token_ids
+
+
+def test_no_size_to_capture_runs_every_batch_eagerly(make_tiny_hf_model):
+    """``cuda_graph_batch_sizes`` all above ``max_num_seqs`` leave no size to capture: the config documents
+    that batches then run eagerly, but building the graphs indexed the empty tuple (IndexError on CUDA)."""
+    config = EngineConfig(max_num_seqs=2, cuda_graph_batch_sizes=(4, 8))
+    assert config.graph_batch_sizes() == ()
+    graphs = DecodeGraphs(lambda inputs: inputs["input_ids"], config.graph_batch_sizes(), max_pages_per_seq=4,
+                          scratch_page=0, page_size=16, device=torch.device("cpu"))
+    assert not graphs.fits(1) and graphs.buffers["page_table"].shape == (0, 4)
+
+
+class _OpNames(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+# Ops a CUDA-graph capture refuses or bakes in: a read of a device value on the host (a sync), and a tensor
+# built from host data (``torch.tensor``: a pageable host-to-device copy, not capturable).
+_NOT_CAPTURABLE = {"_local_scalar_dense", "item", "nonzero", "equal", "is_nonzero", "lift_fresh", "lift_fresh_copy"}
+
+
+@pytest.mark.parametrize("flow,schedule", [("block_sparse_attention", ((64, 4),)), ("block_sparse_attention", None),
+                                           ("dense", None)])
+def test_the_captured_decode_step_has_no_host_sync(make_tiny_hf_model, flow, schedule):
+    """What ``DecodeGraphs.capture`` records, second call after the warm-up, with the Triton launchers it
+    would capture (recorded, not run): the whole step (plan, every layer, the budget schedule's buffers)
+    must be device ops only, or the first capture on a GPU fails."""
+    pytest.importorskip("triton")
+    from vortex_rl.kernels._triton import record_launches
+
+    sparse = SparseConfig(budget_pages=4, budget_schedule=schedule, max_budget_pages=6)
+    engine = Engine.from_pretrained(make_tiny_hf_model("qwen3"), config=EngineConfig(
+        flow=flow, num_pages=32, max_model_len=128, sparse=sparse, dtype="float32", kernel_backend="triton"))
+    runner = engine.runner
+    graphs = DecodeGraphs(runner.decode_forward, (4,), max_pages_per_seq=runner.max_pages_per_seq,
+                          scratch_page=runner.scratch_page, page_size=runner.page_size, device=runner.device)
+    graphs.buffers["page_table"][:, 0] = graphs.scratch_page
+    with torch.inference_mode(), record_launches(run=False) as launches:
+        graphs._forward(4)  # the warm-up: lazily built tensors (the schedule's buffers) are made here
+        before, ops = len(launches), _OpNames()
+        with ops:
+            graphs._forward(4)
+    assert not set(ops.names) & _NOT_CAPTURABLE, sorted(set(ops.names) & _NOT_CAPTURABLE)
+    per_layer = (len(launches) - before) / runner.arch.num_layers
+    assert per_layer == (2 if flow == "dense" else 3)  # append (+ indexer) + attention, the Triton kernels

@@ -23,7 +23,8 @@ class DecodeGraphs:
     forward: the decode step, ``forward(inputs) -> hidden [rows, hidden]`` from device tensors
         ``input_ids``, ``positions``, ``slots`` ``[rows]`` int64, ``page_table`` ``[rows, width]`` and
         ``seq_lens`` ``[rows]`` int32; device ops only (``ModelRunner.decode_forward``).
-    batch_sizes: the batch sizes to capture.
+    batch_sizes: the batch sizes to capture; none (every size above ``max_num_seqs``) captures nothing
+        and every batch runs eagerly.
     max_pages_per_seq: page-table width of the buffers (the longest sequence's pages).
     scratch_page: the page padded rows attend to and write; ``page_size`` tokens per page.
     """
@@ -33,7 +34,7 @@ class DecodeGraphs:
         self.forward = forward
         self.batch_sizes = tuple(sorted(batch_sizes))
         self.scratch_page, self.page_size, self.device = scratch_page, page_size, device
-        rows, width = self.batch_sizes[-1], max_pages_per_seq
+        rows, width = (self.batch_sizes[-1] if self.batch_sizes else 0), max_pages_per_seq
         self.buffers = {
             "input_ids": torch.zeros(rows, dtype=torch.long, device=device),
             "positions": torch.zeros(rows, dtype=torch.long, device=device),
@@ -46,7 +47,7 @@ class DecodeGraphs:
         self.pool = None
 
     def fits(self, batch: int) -> bool:
-        return batch <= self.batch_sizes[-1]
+        return bool(self.batch_sizes) and batch <= self.batch_sizes[-1]
 
     def rows_for(self, batch: int) -> int:
         """The smallest captured batch size that holds ``batch`` rows."""

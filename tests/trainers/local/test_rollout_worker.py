@@ -44,3 +44,19 @@ def test_update_weights_and_checksum(make_tiny_actor):
             ids.append(int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
     after = worker.generate([[1, 5, 6]], [params], n=1)[0][0].token_ids
     assert after == ids[3:] and after != before
+
+
+def test_sync_into_a_bfloat16_engine_checks_out(make_tiny_actor):
+    """The GPU default: float32 master weights, a bfloat16 engine. The checksum of what was sent sums
+    bfloat16 copies of the actor's weights; it used to skip copies that reused a freed copy's memory and
+    fail the sync (RuntimeError, relative difference ~0.1) although every weight had arrived."""
+    model, tokenizer = make_tiny_actor()
+    config = from_dict(GRPOConfig, {"model": {"path": "random:qwen3"}, "trainer": {"device": "cpu"},
+                                    "data": {"max_prompt_length": 8, "max_response_length": 8},
+                                    "rollout": {"dtype": "bfloat16", "sparse": {"page_size": 4, "budget_pages": 4}}})
+    worker = LocalRolloutWorker(model, tokenizer, config, CPU)
+    assert worker.dtype == torch.bfloat16 and next(model.parameters()).dtype == torch.float32
+    sync = LocalWeightSync(LocalLearner(model, config, CPU), worker)
+    assert sync()["rollout/weights_checksum_rel_diff"] == pytest.approx(0.0, abs=1e-9)
+    by_hand = sum(p.detach().to(torch.bfloat16).double().sum().item() for p in model.parameters())
+    assert worker.weights_checksum() == pytest.approx(by_hand, rel=1e-9)

@@ -18,6 +18,6 @@ class LocalWeightSync:
     def __call__(self) -> dict[str, float]:
         self.worker.update_weights(self.learner.named_weights())
         dtype = self.worker.dtype
-        sent = weight_checksum((name, tensor.to(dtype)) for name, tensor in self.learner.named_weights())
+        sent = weight_checksum(self.learner.named_weights(), dtype=dtype)
         relative = compare_checksums([sent], [self.worker.weights_checksum()])
         return {"rollout/weights_checksum_rel_diff": relative}
