@@ -1,7 +1,9 @@
 """One command that turns a lent GPU into evidence: every phase below, one table, one JSON.
 
 Phases (each timed and isolated: a failing phase is recorded with its error and the next one runs, so a
-short GPU loan is never lost to the first bug):
+short GPU loan is never lost to the first bug). On a GPU each phase runs in its own process under a time
+limit (``PHASE_LIMIT_S``, ``--phase-limit-s``): an illegal memory access poisons the CUDA context of its
+process, which would otherwise fail every later phase, and a phase that overruns would eat the loan.
 
 1. ``kernels``: every Triton kernel against its torch reference at real shapes in bf16 (contexts from 1
    token to 128K, up to 16,384 pages per request, GQA 1/2/4), with the tolerances of ``TOL``.
@@ -10,10 +12,10 @@ short GPU loan is never lost to the first bug):
    replayed against the same padded inputs run eagerly (``replay_vs_eager``: same kernels, same shapes).
 3. ``kernel_timings``: dense paged decode vs SDPA vs the device's copy bandwidth, and the sparse indexer +
    attention, at batch 1, 4 and 32 x 16K context (``scripts/bench_kernels.py``'s measurements).
-4. ``rollout``: rollout throughput, dense vs block-sparse, on random-weight Qwen3-0.6B, 32 requests x 8K
-   generated tokens (``scripts/bench_rollout.py``).
-5. ``grpo``: two GRPO steps on the device with the local orchestrator (engine sleep/wake, weight sync
+4. ``grpo``: two GRPO steps on the device with the local orchestrator (engine sleep/wake, weight sync
    and its checksum), on a tiny random Qwen3 so it needs no download.
+5. ``rollout``: rollout throughput, dense vs block-sparse, on random-weight Qwen3-0.6B, 32 requests x 8K
+   generated tokens (``scripts/bench_rollout.py``).
 6. ``sglang`` (on a GPU, only where SGLang is installed): ``scripts/check_sglang.py``'s phases on a
    random-weight Qwen3-0.6B: SGLang's dense backend, ``vortex`` with a full budget and with a sparse one
    (throughput, greedy agreement), then sleep/wake, a weight update inside SGLang's weight-update session,
@@ -64,7 +66,46 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "GPU with SGLang installed)")
     p.add_argument("--out", default="bench_results/gpu_check.json")
     p.add_argument("--gen-len", type=int, default=None, help="rollout phase: generated tokens per request")
+    p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
+                   help="one process per phase, under its time limit (default: on a GPU, not with --cpu-smoke)")
+    p.add_argument("--phase-limit-s", type=float, default=None,
+                   help="with --isolate: one time limit for every phase instead of PHASE_LIMIT_S")
     return p.parse_args(argv)
+
+
+# Seconds each phase may take on one H200 in its own process (start-up included), about twice the estimate;
+# the sum, 15 minutes, is an upper bound: the loan ends first only if every phase overruns.
+PHASE_LIMIT_S = {"kernels": 150, "graphs": 120, "kernel_timings": 120, "grpo": 120, "rollout": 240, "sglang": 150}
+
+
+def run_isolated(name: str, args: argparse.Namespace, out: Path) -> dict:
+    """Run one phase as ``gpu_check.py --phases name --no-isolate`` in a child process; its phase record, or
+    one that says how it ended (time limit, exit without a record) with the tail of its output."""
+    import subprocess
+
+    limit = args.phase_limit_s or PHASE_LIMIT_S.get(name, 120)
+    child_out = out.with_name(f"{out.stem}.{name}.json")
+    child_out.unlink(missing_ok=True)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--phases", name, "--no-isolate", "--out", str(child_out)]
+    if args.gen_len is not None:
+        cmd += ["--gen-len", str(args.gen_len)]
+    if CPU_SMOKE:
+        cmd.append("--cpu-smoke")
+    print(f"\n=== {name} (own process, limit {limit:.0f} s)", flush=True)
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
+        tail, how = (done.stdout + done.stderr)[-3000:], f"exited with code {done.returncode}"
+    except subprocess.TimeoutExpired as e:
+        tail = ((e.stdout or b"").decode(errors="replace") + (e.stderr or b"").decode(errors="replace"))[-3000:]
+        how = f"stopped at its time limit of {limit:.0f} s"
+    seconds = time.perf_counter() - start
+    print(tail, flush=True)
+    if child_out.exists():
+        phases = json.loads(child_out.read_text())["phases"]
+        if phases:
+            return phases[0]
+    return {"phase": name, "ok": False, "seconds": seconds, "error": f"{how} without a result", "rows": []}
 
 
 # ------------------------------------------------------------------------------------------- phase 1
@@ -326,8 +367,8 @@ def main(argv=None) -> int:
         "kernels": lambda: phase_kernels(device),
         "graphs": lambda: phase_graphs(device),
         "kernel_timings": lambda: phase_kernel_timings(device),
+        "grpo": lambda: phase_grpo(device),  # before the long rollout phase: a short check is not lost to it
         "rollout": lambda: phase_rollout(device, args.gen_len),
-        "grpo": lambda: phase_grpo(device),
         "sglang": lambda: phase_sglang(device),
     }
     default = [name for name in phases_fn if name != "sglang" or (not CPU_SMOKE and sglang_available())]
@@ -338,9 +379,10 @@ def main(argv=None) -> int:
     info = device_info(device)
     out = ROOT / args.out if not Path(args.out).is_absolute() else Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    isolate = (not CPU_SMOKE) if args.isolate is None else args.isolate
     results = []
     for name in wanted:
-        results.append(run_phase(name, phases_fn[name]))
+        results.append(run_isolated(name, args, out) if isolate else run_phase(name, phases_fn[name]))
         out.write_text(json.dumps({"info": info, "phases": results}, indent=2, default=str))  # as it goes
     print_table(info, results)
     print(f"\nwrote {out}")

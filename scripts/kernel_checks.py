@@ -50,8 +50,10 @@ def paged_cache(seq_lens: list[int], shape: Shape, device, seed: int):
         table[b, :p] = perm[used:used + p]
         used += p
     size = (num_pages, shape.kv_heads, shape.page_size, shape.head_dim)
-    k_cache = torch.randn(size, generator=gen).to(device, shape.dtype)
-    v_cache = torch.randn(size, generator=gen).to(device, shape.dtype)
+    # Drawn on the device: at 128K tokens the caches are ~220M values each, seconds of host work and copies.
+    values = torch.Generator(device=device).manual_seed(seed)
+    k_cache = torch.randn(size, generator=values, device=device).to(shape.dtype)
+    v_cache = torch.randn(size, generator=values, device=device).to(shape.dtype)
     return k_cache, v_cache, table.to(device), torch.tensor(seq_lens, dtype=torch.int32, device=device)
 
 

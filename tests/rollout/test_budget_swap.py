@@ -49,6 +49,12 @@ def test_a_schedule_that_does_not_fit_is_refused(make_tiny_hf_model):
     with pytest.raises(ValueError, match="has 1 steps; this flow runner was built with 2"):
         live.set_budget_schedule(((256, 8),), 8)
     assert live.runner.flow_runner.config.budget_schedule == SMALL  # unchanged after a refusal
+    with pytest.raises(ValueError, match=r"set_budget_schedule\(None, 8\) needs schedules on both sides"):
+        live.set_budget_schedule(None, 8)
+    plain = Engine.from_pretrained(make_tiny_hf_model("qwen3"), config=EngineConfig(
+        num_pages=64, max_model_len=256, sparse=SparseConfig(budget_pages=4)))
+    with pytest.raises(ValueError, match="built with budget_schedule=None"):
+        plain.set_budget_schedule(SMALL, 4)
 
 
 

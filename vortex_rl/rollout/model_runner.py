@@ -39,6 +39,9 @@ class ModelRunner:
     def __init__(self, arch: ModelArch, config: EngineConfig, *, device: torch.device, dtype: torch.dtype,
                  max_model_len: int):
         self.arch, self.config, self.device, self.dtype = arch, config, device, dtype
+        if device.type == "cuda" and device.index is not None:
+            # Triton launches and graph capture use the current CUDA device, not their tensors' device.
+            torch.cuda.set_device(device)
         self.page_size = config.page_size
         self.max_model_len = max_model_len
         self.max_pages_per_seq = pages_for(max_model_len, self.page_size)

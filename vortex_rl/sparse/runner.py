@@ -127,6 +127,11 @@ class FlowRunner:
         exceed ``config.max_budget`` (the page-list width everything was sized for; set
         ``SparseConfig.max_budget_pages`` to leave room).
         """
+        if not self.config.budget_schedule or not budget_schedule:
+            # Without a schedule the budget is a constant of the step (captured graphs hold it): nothing to refill.
+            raise ValueError(f"set_budget_schedule({budget_schedule!r}, {budget_pages}) needs schedules on both sides; "
+                             f"this flow runner was built with budget_schedule={self.config.budget_schedule!r} "
+                             "(build the engine's SparseConfig with a budget_schedule to swap budgets live)")
         new = dataclasses.replace(self.config, budget_schedule=budget_schedule, budget_pages=budget_pages,
                                   max_budget_pages=self.config.max_budget)
         steps, old_steps = len(new.budget_schedule), len(self.config.budget_schedule or ())
