@@ -116,3 +116,18 @@ def test_boxed_exact_and_registry():
         RewardPool("mathverify")
     with pytest.raises(ValueError, match="2 responses but 1 ground truths"):
         RewardPool("math", num_workers=0).score(["a", "b"], ["1"])
+
+
+def test_cached_parses_score_as_uncached_math_verify():
+    """References and answers are parsed once per worker; the scores equal math-verify's own parse and
+    verify on fresh objects, on first use and on reuse (verify must not alter what the cache holds)."""
+    from math_verify import parse, verify
+
+    from vortex_rl.data.math_reward import math_verify_reward
+
+    pairs = [("\\boxed{1/2}", "\\frac{1}{2}"), ("\\boxed{0.5}", "\\frac{1}{2}"), ("\\boxed{\\{1,2\\}}", "\\{2,1\\}"),
+             ("\\boxed{(0,1]}", "(0,1]"), ("\\boxed{3}", "4"), ("\\boxed{x^2+1}", "1+x^2"), ("\\boxed{1/2}", "0.5")]
+    for _ in range(2):
+        for response, truth in pairs:
+            direct = float(verify(parse(f"$\\boxed{{{truth}}}$"), parse(f"$\\boxed{{{response[7:-1]}}}$")))
+            assert math_verify_reward(response, truth) == direct, (response, truth)

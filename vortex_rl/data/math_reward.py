@@ -6,6 +6,7 @@ be a top-level function (it is pickled by name into reward worker processes).
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 
@@ -55,21 +56,36 @@ def math_verify_reward(response: str, ground_truth: str) -> float:
     timeouts are off: the caller (``RewardPool``) bounds the whole call, in a worker's main thread.
     """
     try:
-        from math_verify import parse, verify
+        from math_verify import verify
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError("the 'math' reward needs math-verify: pip install 'vortex-rl[train]'") from e
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     # the reference first: a bad one raises (and is counted) whatever the response holds
-    gold = parse(f"$\\boxed{{{ground_truth}}}$", parsing_timeout=None, raise_on_error=True)
-    if not gold:
-        raise ValueError(f"ground truth {ground_truth!r} could not be parsed by math-verify")
+    gold = _parsed_ground_truth(ground_truth)
     answer = last_boxed(response)
     if answer is None or not answer.strip():
         return 0.0
-    predicted = parse(f"$\\boxed{{{answer}}}$", parsing_timeout=None, raise_on_error=True)
+    predicted = list(_parse_boxed(answer))
     if not predicted:
         return 0.0
     return float(verify(gold, predicted, timeout_seconds=None, raise_on_error=True))
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_boxed(answer: str) -> tuple:
+    """math-verify's parse of ``\\boxed{answer}``, once per worker and string: a group's samples share a
+    reference, and small models repeat their answers, while the parse (sympy) costs more than the rest of
+    most calls. A parse that raises is not cached: it raises (and is counted) each time."""
+    from math_verify import parse
+
+    return tuple(parse(f"$\\boxed{{{answer}}}$", parsing_timeout=None, raise_on_error=True))
+
+
+def _parsed_ground_truth(ground_truth: str) -> list:
+    gold = _parse_boxed(ground_truth)
+    if not gold:
+        raise ValueError(f"ground truth {ground_truth!r} could not be parsed by math-verify")
+    return list(gold)
 
 
 @REWARDS.register("math_lenient")
