@@ -6,7 +6,7 @@ import torch
 from vortex_rl.trainers.batch import build_batch
 from vortex_rl.trainers.config import GRPOConfig
 from vortex_rl.trainers.local.learner import LocalLearner
-from vortex_rl.trainers.algos.acceptance import acceptance_alpha_with_estimate
+from vortex_rl.trainers.algos.acceptance import acceptance_alpha_bounds
 from vortex_rl.trainers.local.logprobs import score_responses
 from vortex_rl.trainers.config.dataclass_dicts import from_dict
 
@@ -42,8 +42,8 @@ def test_old_log_probs_match_direct_scoring(make_tiny_actor):
     torch.testing.assert_close(b.old_log_probs[mask], direct.log_probs[mask], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(b.entropy[mask], direct.entropy[mask], atol=1e-5, rtol=1e-5)
     # alpha per micro-batch equals alpha from whole-batch top-k tensors
-    lower, estimate, upper = acceptance_alpha_with_estimate(b.rollout_topk_ids, b.rollout_topk_log_probs,
-                                                            direct.topk_ids, direct.topk_log_probs)
+    lower, estimate, upper = acceptance_alpha_bounds(b.rollout_topk_ids, b.rollout_topk_log_probs,
+                                                     direct.topk_ids, direct.topk_log_probs)
     torch.testing.assert_close(b.alpha[mask], lower[mask], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(b.alpha_upper[mask], upper[mask], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(b.alpha_est[mask], estimate[mask], atol=1e-5, rtol=1e-5)

@@ -40,14 +40,7 @@ class AlphaBounds(NamedTuple):
 
 
 def acceptance_alpha_bounds(rollout_ids: torch.Tensor, rollout_logprobs: torch.Tensor, train_ids: torch.Tensor,
-                            train_logprobs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(lower, upper)`` of :func:`acceptance_alpha_with_estimate`."""
-    bounds = acceptance_alpha_with_estimate(rollout_ids, rollout_logprobs, train_ids, train_logprobs)
-    return bounds.lower, bounds.upper
-
-
-def acceptance_alpha_with_estimate(rollout_ids: torch.Tensor, rollout_logprobs: torch.Tensor, train_ids: torch.Tensor,
-                                   train_logprobs: torch.Tensor) -> AlphaBounds:
+                            train_logprobs: torch.Tensor) -> AlphaBounds:
     """Per-position lower and upper bounds of ``sum_v min(p_r(v), p_t(v))`` from top-k log-probs, and the
     point estimate between them.
 
@@ -73,12 +66,6 @@ def acceptance_alpha_with_estimate(rollout_ids: torch.Tensor, rollout_logprobs: 
     rho = torch.where(shared > 0, lower / shared.clamp(min=1e-30), torch.zeros_like(lower)).clamp(0.0, 1.0)
     upper = (lower + slack).clamp(max=1.0)
     return AlphaBounds(lower, torch.minimum(lower + rho * slack, upper), upper)
-
-
-def acceptance_alpha(rollout_ids: torch.Tensor, rollout_logprobs: torch.Tensor, train_ids: torch.Tensor,
-                     train_logprobs: torch.Tensor) -> torch.Tensor:
-    """The lower bound ``alpha_k`` alone (see ``acceptance_alpha_bounds``): ``[...]`` float32."""
-    return acceptance_alpha_bounds(rollout_ids, rollout_logprobs, train_ids, train_logprobs)[0]
 
 
 def exact_quantile(values: torch.Tensor, q: float) -> float:

@@ -13,7 +13,7 @@ from typing import Iterator
 
 import torch
 
-from vortex_rl.trainers.algos.acceptance import acceptance_alpha_with_estimate
+from vortex_rl.trainers.algos.acceptance import acceptance_alpha_bounds
 from vortex_rl.trainers.batch import RolloutBatch, micro_batch_indices
 from vortex_rl.trainers.config import GRPOConfig
 from vortex_rl.trainers.local.logprobs import score_responses
@@ -86,8 +86,8 @@ class LocalLearner:
             batch.old_log_probs[index, :width] = scores.log_probs.cpu()
             batch.entropy[index, :width] = scores.entropy.cpu()
             if with_alpha:
-                bounds = acceptance_alpha_with_estimate(mb.rollout_topk_ids, mb.rollout_topk_log_probs,
-                                                        scores.topk_ids, scores.topk_log_probs)
+                bounds = acceptance_alpha_bounds(mb.rollout_topk_ids, mb.rollout_topk_log_probs,
+                                                 scores.topk_ids, scores.topk_log_probs)
                 batch.alpha[index, :width] = bounds.lower.cpu()
                 batch.alpha_upper[index, :width] = bounds.upper.cpu()
                 batch.alpha_est[index, :width] = bounds.estimate.cpu()
