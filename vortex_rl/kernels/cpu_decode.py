@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from vortex_rl.kernels.paged_decode import check_decode_inputs, listed_prefix, page_token_mask
+from vortex_rl.kernels.page_lists import check_decode_inputs, listed_prefix, page_token_mask
 
 # Gathered K + V per chunk; measured best between 16 and 32 MiB on a 2-core Xeon (L2 4 MiB).
 CHUNK_BYTES = 32 << 20

@@ -36,98 +36,10 @@ import math
 import torch
 
 from vortex_rl.kernels._triton import launch, next_pow2, require_triton, tl, triton, unit_stride
+from vortex_rl.kernels.page_lists import (  # noqa: F401 - all_page_ids, all_pages: part of this module's API
+    all_page_ids, all_pages, check_decode_inputs, listed_prefix, page_token_mask,
+)
 from vortex_rl.kernels.split_kv import MAX_SPLITS, MIN_BLOCKS_PER_SPLIT, choose_num_splits, finish_splits, split_outputs
-
-
-def check_decode_inputs(
-    q: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    page_table: torch.Tensor,
-    seq_lens: torch.Tensor,
-    pages: torch.Tensor | None = None,
-    list_lens: torch.Tensor | None = None,
-) -> None:
-    """Raise ``ValueError`` naming the offending argument when shapes or dtypes do not fit."""
-    if q.dim() != 3:
-        raise ValueError(f"q must be [batch, q_heads, head_dim], got shape {tuple(q.shape)}")
-    if k_cache.dim() != 4 or k_cache.shape != v_cache.shape:
-        raise ValueError(
-            "k_cache and v_cache must both be [num_pages, kv_heads, page_size, head_dim], got "
-            f"{tuple(k_cache.shape)} and {tuple(v_cache.shape)}"
-        )
-    batch, q_heads, head_dim = q.shape
-    _, kv_heads, _, cache_dim = k_cache.shape
-    if cache_dim != head_dim:
-        raise ValueError(f"q head_dim {head_dim} does not match the cache head_dim {cache_dim}")
-    if q_heads % kv_heads != 0:
-        raise ValueError(f"q_heads ({q_heads}) must be a multiple of kv_heads ({kv_heads})")
-    if q.dtype != k_cache.dtype or k_cache.dtype != v_cache.dtype:
-        raise ValueError(f"q, k_cache and v_cache must share a dtype, got {q.dtype}, {k_cache.dtype}, {v_cache.dtype}")
-    if page_table.dim() != 2 or page_table.shape[0] != batch:
-        raise ValueError(f"page_table must be [batch={batch}, max_pages], got {tuple(page_table.shape)}")
-    if seq_lens.shape != (batch,):
-        raise ValueError(f"seq_lens must be [batch={batch}], got {tuple(seq_lens.shape)}")
-    for name, t in (("page_table", page_table), ("seq_lens", seq_lens)):
-        if t.dtype not in (torch.int32, torch.int64):
-            raise ValueError(f"{name} must be int32 or int64, got {t.dtype}")
-    if pages is not None:
-        if pages.dim() != 3 or pages.shape[:2] != (batch, kv_heads):
-            raise ValueError(f"pages must be [batch={batch}, kv_heads={kv_heads}, budget], got {tuple(pages.shape)}")
-        if pages.dtype not in (torch.int32, torch.int64):
-            raise ValueError(f"pages must be int32 or int64, got {pages.dtype}")
-    if list_lens is not None:
-        if pages is None:
-            raise ValueError("list_lens bounds a sparse page list; dense decode takes none")
-        if list_lens.shape != (batch,) or list_lens.dtype not in (torch.int32, torch.int64):
-            raise ValueError(f"list_lens must be [batch={batch}] int32 or int64, got {tuple(list_lens.shape)} "
-                             f"{list_lens.dtype}")
-
-
-def listed_prefix(pages: torch.Tensor, list_lens: torch.Tensor | None) -> torch.Tensor:
-    """``pages [batch, kv_heads, budget]`` with the entries at or after ``list_lens[b]`` set to ``-1``."""
-    if list_lens is None:
-        return pages
-    column = torch.arange(pages.shape[-1], device=pages.device)
-    keep = column[None, None, :] < list_lens.to(pages.device).long()[:, None, None]
-    return torch.where(keep, pages, torch.full_like(pages, -1))
-
-
-def all_page_ids(page_table: torch.Tensor, seq_lens: torch.Tensor, kv_heads: int, page_size: int) -> torch.Tensor:
-    """Logical ids of every page of every request, ``-1`` past the last page.
-
-    Returns ``[batch, kv_heads, max_pages]`` int32.
-    """
-    batch, max_pages = page_table.shape
-    ids = torch.arange(max_pages, device=page_table.device, dtype=torch.int32).expand(batch, max_pages)
-    num_pages = (seq_lens.to(torch.int32) + page_size - 1) // page_size
-    ids = torch.where(ids < num_pages[:, None], ids, torch.full_like(ids, -1))
-    return ids[:, None, :].expand(batch, kv_heads, max_pages).contiguous()
-
-
-def all_pages(page_table: torch.Tensor, seq_lens: torch.Tensor, kv_heads: int, page_size: int) -> torch.Tensor:
-    """Physical ids of every page of every request in logical order, ``-1`` past the last page.
-
-    Returns ``[batch, kv_heads, max_pages]`` int32: the ``pages`` argument that makes sparse decode dense.
-    """
-    batch, max_pages = page_table.shape
-    logical = torch.arange(max_pages, device=page_table.device, dtype=torch.int32).expand(batch, max_pages)
-    num_pages = (seq_lens.to(torch.int32) + page_size - 1) // page_size
-    pages = torch.where(logical < num_pages[:, None], page_table.to(torch.int32), torch.full_like(logical, -1))
-    return pages[:, None, :].expand(batch, kv_heads, max_pages).contiguous()
-
-
-def page_token_mask(pages: torch.Tensor, page_table: torch.Tensor, seq_lens: torch.Tensor, page_size: int) -> torch.Tensor:
-    """``[batch, kv_heads, budget, page_size]`` bool: the valid tokens of listed physical pages."""
-    batch = pages.shape[0]
-    seq_lens = seq_lens.long()
-    n = (seq_lens + page_size - 1) // page_size
-    last_page = torch.gather(page_table.long(), 1, (n - 1).clamp(min=0)[:, None])[:, 0]
-    last_page = torch.where(n > 0, last_page, torch.full_like(last_page, -1)).view(batch, 1, 1, 1)
-    last_fill = (seq_lens - (n - 1) * page_size).view(batch, 1, 1, 1)
-    slot = torch.arange(page_size, device=pages.device)
-    full = (pages[..., None] != last_page) | (slot < last_fill)
-    return (pages >= 0)[..., None] & full & (n > 0).view(batch, 1, 1, 1)
 
 
 def sparse_decode_attention_ref(
@@ -210,7 +122,8 @@ def _paged_decode_kernel(
     sm_scale_log2, kv_heads, group, head_dim, num_entries,
     stride_qb, stride_qh, stride_kp, stride_kh, stride_ks, stride_vp, stride_vh, stride_vs,
     stride_ptb, stride_pb, stride_ph, stride_ob, stride_oh, stride_os, stride_lb, stride_lh, stride_ls,
-    SPARSE: tl.constexpr, HAS_LIST_LENS: tl.constexpr, PAGE_SIZE: tl.constexpr, PAGES_PER_BLOCK: tl.constexpr, MIN_BLOCKS_PER_SPLIT: tl.constexpr,
+    SPARSE: tl.constexpr, HAS_LIST_LENS: tl.constexpr, PAGE_SIZE: tl.constexpr, PAGES_PER_BLOCK: tl.constexpr,
+    MIN_BLOCKS_PER_SPLIT: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
@@ -322,7 +235,8 @@ def _launch(q, k_cache, v_cache, page_table, seq_lens, pages, *, sm_scale, num_s
         stride_ptb=page_table.stride(0), stride_pb=pages.stride(0), stride_ph=pages.stride(1) if sparse else 0,
         stride_ob=o_t.stride(0), stride_oh=o_t.stride(1), stride_os=o_t.stride(2),
         stride_lb=lse_t.stride(0), stride_lh=lse_t.stride(1), stride_ls=lse_t.stride(2),
-        SPARSE=sparse, HAS_LIST_LENS=list_lens is not None, PAGE_SIZE=page_size, PAGES_PER_BLOCK=ppb, MIN_BLOCKS_PER_SPLIT=MIN_BLOCKS_PER_SPLIT,
+        SPARSE=sparse, HAS_LIST_LENS=list_lens is not None, PAGE_SIZE=page_size, PAGES_PER_BLOCK=ppb,
+        MIN_BLOCKS_PER_SPLIT=MIN_BLOCKS_PER_SPLIT,
         BLOCK_N=ppb * page_size,
         # tl.dot needs at least 16 rows and columns: pad the group and head_dim with masked lanes.
         BLOCK_G=max(16, next_pow2(q_heads // kv_heads)), BLOCK_D=max(16, next_pow2(head_dim)),
