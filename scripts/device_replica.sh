@@ -5,8 +5,9 @@
 # datasets, wandb, hydra or math-verify (/work/.library/device/KINDS.md). This builds a venv with
 # triton 3.6 and transformers 5.17 and none of the others (torch stays 2.13 CPU: a 2.11 CPU build is not
 # on this disk), then, against the working tree:
-#   1. compiles every kernel specialisation gpu_check.py needs for sm_90 with triton 3.6
-#      (inspect_kernels.py --sweep; non-zero exit if one fails);
+#   1. compiles every kernel specialisation gpu_check.py needs, and every decode variant sweep_kernels.py
+#      times, for sm_90 with triton 3.6
+#      (inspect_kernels.py --sweep --tiles; non-zero exit if a sweep specialisation fails);
 #   2. runs the kernel tests in triton 3.6's interpreter;
 #   3. runs gpu_check.py --cpu-smoke (every phase, with transformers 5.17 and without the missing packages).
 # numpy is held below 2.3 here: triton 3.6's interpreter turns its 1-element scalars into Python ints
@@ -27,6 +28,6 @@ fi
 'triton', triton.__version__, 'transformers', transformers.__version__, 'numpy', numpy.__version__)"
 cd "$ROOT"
 export PYTHONPATH="$ROOT"
-"$VENV/bin/python" scripts/inspect_kernels.py --sweep --out /tmp/device_replica_inspect.json | tail -1
+"$VENV/bin/python" scripts/inspect_kernels.py --sweep --tiles --out /tmp/device_replica_inspect.json | grep -E "^sweep:|FAILED"
 TRITON_INTERPRET=1 "$VENV/bin/python" -m pytest -q -p no:cacheprovider -W ignore::DeprecationWarning tests/kernels
 "$VENV/bin/python" scripts/gpu_check.py --cpu-smoke --out /tmp/device_replica_gpu_check.json | grep -E '^\[|^device'

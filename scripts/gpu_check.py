@@ -8,7 +8,7 @@ process, which would otherwise fail every later phase, and a phase that overruns
 1. ``kernels``: every Triton kernel against its torch reference at real shapes in bf16 (contexts from 1
    token to 128K, up to 16,384 pages per request, GQA 1/2/4), with the tolerances of ``TOL``.
 2. ``graphs``: the engine's decode under CUDA graphs against eager decode, for batches that land in
-   different graph buckets: greedy ids equal, log-probs within ``GRAPH_LOGPROB_TOL``; and one decode step
+   different graph buckets: greedy ids equal, log-probs within a tolerance; and one decode step
    replayed against the same padded inputs run eagerly (``replay_vs_eager``: same kernels, same shapes).
 3. ``kernel_timings``: dense paged decode vs SDPA vs the device's copy bandwidth, and the sparse indexer +
    attention, at batch 1, 4 and 32 x 16K context (``scripts/bench_kernels.py``'s measurements).
@@ -16,7 +16,10 @@ process, which would otherwise fail every later phase, and a phase that overruns
    and its checksum), on a tiny random Qwen3 so it needs no download.
 5. ``rollout``: rollout throughput, dense vs block-sparse, on random-weight Qwen3-0.6B, 32 requests x 8K
    generated tokens (``scripts/bench_rollout.py``).
-6. ``sglang`` (on a GPU, only where SGLang is installed): ``scripts/check_sglang.py``'s phases on a
+6. ``kernel_sweep``: launch variants of the decode kernels (tile, pipeline depth, warps, split-KV) and the
+   indexer (chunks) timed against their defaults, each checked against the default's output
+   (``scripts/sweep_kernels.py``): the data for choosing the defaults, from the same loan.
+7. ``sglang`` (on a GPU, only where SGLang is installed): ``scripts/check_sglang.py``'s phases on a
    random-weight Qwen3-0.6B: SGLang's dense backend, ``vortex`` with a full budget and with a sparse one
    (throughput, greedy agreement), then sleep/wake, a weight update inside SGLang's weight-update session,
    a refused update and a reload from disk, each of which must leave greedy outputs unchanged.
@@ -25,14 +28,14 @@ process, which would otherwise fail every later phase, and a phase that overruns
 the script is known to work before a GPU is lent. It needs only torch, triton and transformers (plus
 PyYAML and tqdm, which transformers brings): no Ray, hydra, datasets, wandb or math-verify.
 
-    python scripts/gpu_check.py                 # on the GPU, about 5-8 minutes on one H200
+    python scripts/gpu_check.py                 # on the GPU, about 5-8 minutes on one H200 (estimated)
+    bash scripts/device_gpu_check.sh            # the same, as the device tool's one command (README)
     python scripts/gpu_check.py --cpu-smoke     # anywhere, about a minute
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import platform
@@ -51,10 +54,6 @@ if CPU_SMOKE:  # before anything imports Triton
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
-GRAPH_LOGPROB_TOL = 1e-3  # graph replay runs the same kernels on the same inputs as eager decode
-# Replay vs eager on identical padded inputs: 0 expected; a bf16 ulp of slack in case cuBLAS picks another
-# GEMM algorithm under capture. A stale buffer or a host value baked into a graph is off by O(1).
-GRAPH_REPLAY_TOL = 1e-2
 Row = dict[str, Any]
 
 
@@ -65,28 +64,38 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="comma-separated subset of the phases, in this order (default: all; sglang only on a "
                         "GPU with SGLang installed)")
     p.add_argument("--out", default="bench_results/gpu_check.json")
+    p.add_argument("--artifacts-dir", default=None,
+                   help="where the rollout and sweep phases write their own JSON (default: beside --out)")
     p.add_argument("--gen-len", type=int, default=None, help="rollout phase: generated tokens per request")
     p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
                    help="one process per phase, under its time limit (default: on a GPU, not with --cpu-smoke)")
     p.add_argument("--phase-limit-s", type=float, default=None,
                    help="with --isolate: one time limit for every phase instead of PHASE_LIMIT_S")
+    p.add_argument("--total-limit-s", type=float, default=None,
+                   help="seconds for the whole check: with --isolate no phase runs past it, and phases that "
+                        f"would get under {MIN_PHASE_S} s are skipped and recorded, so the table and JSON are "
+                        "written before a device call's limit ends the run (default: none)")
     return p.parse_args(argv)
 
 
 # Seconds each phase may take on one H200 in its own process (start-up included), about twice the estimate;
 # the sum, 15 minutes, is an upper bound: the loan ends first only if every phase overruns.
-PHASE_LIMIT_S = {"kernels": 150, "graphs": 120, "kernel_timings": 120, "grpo": 120, "rollout": 240, "sglang": 150}
+PHASE_LIMIT_S = {"kernels": 150, "graphs": 120, "kernel_timings": 120, "grpo": 120, "rollout": 240,
+                 "kernel_sweep": 150, "sglang": 150}
+MIN_PHASE_S = 20  # under --total-limit-s, a phase left less than this is skipped
 
 
-def run_isolated(name: str, args: argparse.Namespace, out: Path) -> dict:
-    """Run one phase as ``gpu_check.py --phases name --no-isolate`` in a child process; its phase record, or
-    one that says how it ended (time limit, exit without a record) with the tail of its output."""
+def run_isolated(name: str, args: argparse.Namespace, out: Path, limit: float) -> dict:
+    """Run one phase as ``gpu_check.py --phases name --no-isolate`` in a child process under ``limit``
+    seconds; its phase record, or one that says how it ended (time limit, exit without a record) with the
+    tail of its output. The child's JSON goes to the temp dir: only the merged report goes to ``out``."""
     import subprocess
+    import tempfile
 
-    limit = args.phase_limit_s or PHASE_LIMIT_S.get(name, 120)
-    child_out = out.with_name(f"{out.stem}.{name}.json")
+    child_out = Path(tempfile.gettempdir()) / f"gpu_check.{os.getpid()}.{name}.json"
     child_out.unlink(missing_ok=True)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--phases", name, "--no-isolate", "--out", str(child_out)]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--phases", name, "--no-isolate", "--out", str(child_out),
+           "--artifacts-dir", str(out.parent)]
     if args.gen_len is not None:
         cmd += ["--gen-len", str(args.gen_len)]
     if CPU_SMOKE:
@@ -119,83 +128,9 @@ def phase_kernels(device: torch.device) -> list[Row]:
 # ------------------------------------------------------------------------------------------- phase 2
 def phase_graphs(device: torch.device) -> list[Row]:
     """Greedy decode with CUDA graphs vs eager, batches in several graph buckets, both flows."""
-    from bench_rollout import random_source
+    from graph_checks import check_graphs
 
-    from vortex_rl.rollout import Engine, EngineConfig, SamplingParams
-    from vortex_rl.sparse import SparseConfig
-
-    model = "tiny" if CPU_SMOKE else "qwen3-0.6b"
-    # Contexts stay within 128 tokens (prompts < 80): 8 pages, two blocks of the bf16 decode kernel, one
-    # split whatever the page-table width. Past that the graph (full-width table: more splits) and eager
-    # decode (the batch's width: fewer) sum attention in another order, and greedy ids of a random model
-    # drift apart on bf16 rounding alone. The GEMMs still see other row counts (a bucket's padding):
-    # ``replay_vs_eager`` is the exact check.
-    gen_len = 8 if CPU_SMOKE else 48
-    batches = (1, 3) if CPU_SMOKE else (1, 3, 8, 17, 40)  # several graph buckets, padded rows included
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    gen = torch.Generator().manual_seed(0)
-    prompts = {b: [torch.randint(1, 400, (int(torch.randint(20, 80, (1,), generator=gen)),), generator=gen).tolist()
-                   for _ in range(b)] for b in batches}
-    params = SamplingParams(temperature=0.0, max_new_tokens=gen_len, ignore_eos=True, logprobs=1)
-    rows = []
-    for flow in ("dense", "block_sparse_attention"):
-        outputs: dict[tuple[bool, int], list] = {}
-        for eager in (True, False):  # one engine each (graph capture is the slow part), every batch through it
-            config = EngineConfig(flow=flow, sparse=SparseConfig(page_size=16, budget_pages=4), max_num_seqs=64,
-                                  max_model_len=256, device=str(device), enforce_eager=eager,
-                                  kv_cache_memory_gb=None if device.type == "cuda" else 0.05,
-                                  gpu_memory_utilization=0.3, seed=0)
-            engine = Engine(random_source(model, device, dtype, 0), config)
-            for b in batches:
-                outputs[eager, b] = [group[0] for group in engine.generate(prompts[b], params, n=1, use_tqdm=False)]
-            for b in batches if engine.runner.graphs is not None else ():
-                row = {"flow": flow, "batch": b, "check": "replay_vs_eager"}
-                try:
-                    row["max_logit_diff"] = replay_vs_eager(engine, prompts[b])
-                    row["ok"] = row["max_logit_diff"] <= GRAPH_REPLAY_TOL
-                except Exception as e:  # noqa: BLE001 - recorded: the generation rows above still count
-                    row.update(error=f"{type(e).__name__}: {e}", ok=False)
-                    traceback.print_exc()
-                rows.append(row)
-            del engine
-            gc.collect()  # runner -> graphs -> runner.decode_forward is a cycle: free the cache and graphs now
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-        for b in batches:
-            eager_out, graph_out = outputs[True, b], outputs[False, b]
-            same_ids = all(x.token_ids == y.token_ids for x, y in zip(eager_out, graph_out))
-            worst = max(max(abs(u - v) for u, v in zip(x.logprobs, y.logprobs)) for x, y in zip(eager_out, graph_out))
-            rows.append({"flow": flow, "batch": b, "graphs": device.type == "cuda", "ids_equal": same_ids,
-                         "max_logprob_diff": worst, "ok": same_ids and worst <= GRAPH_LOGPROB_TOL})
-    return rows
-
-
-def replay_vs_eager(engine, prompts: list[list[int]]) -> float:
-    """Max |logit| difference of one decode step of ``prompts`` (after their prefill) replayed in its CUDA
-    graph and run eagerly on the same padded, full-width inputs; the requests are aborted afterwards."""
-    from vortex_rl.rollout import SamplingParams
-
-    runner, greedy = engine.runner, SamplingParams(temperature=0.0, max_new_tokens=4, ignore_eos=True)
-    seqs = [engine.add_request(prompt, greedy, prompt_index=i)[0] for i, prompt in enumerate(prompts)]
-    try:
-        while any(not seq.completion_ids for seq in seqs):
-            engine.step()  # the prefills (one step when they fit one chunk), each request's first token
-        batch = engine.scheduler.schedule()
-        if batch.is_prefill or not batch.seqs:
-            raise RuntimeError(f"replay_vs_eager: expected a decode step of {len(prompts)} requests, got "
-                               f"{'a prefill' if batch.is_prefill else 'none'}")
-        n = len(batch.seqs)
-        host = runner.decode_inputs(batch, runner.graphs.rows_for(n), runner.max_pages_per_seq)
-        dtypes = {"page_table": torch.int32, "seq_lens": torch.int32}
-        with torch.inference_mode():  # the static buffers are inference tensors
-            graphed = runner.model.compute_logits(runner.graphs.replay(host, n))
-            inputs = {k: torch.as_tensor(v, dtype=dtypes.get(k, torch.long), device=runner.device)
-                      for k, v in host.items()}
-            eager = runner.model.compute_logits(runner.decode_forward(inputs)[:n])
-        return float((graphed - eager).abs().max())
-    finally:
-        engine.abort_all()
-        engine.collect_finished()
+    return check_graphs(device, smoke=CPU_SMOKE)
 
 
 # ------------------------------------------------------------------------------------------- phase 3
@@ -215,10 +150,10 @@ def phase_kernel_timings(device: torch.device) -> list[Row]:
 
 
 # ------------------------------------------------------------------------------------------- phase 4
-def phase_rollout(device: torch.device, gen_len: int | None) -> list[Row]:
+def phase_rollout(device: torch.device, gen_len: int | None, artifacts: Path) -> list[Row]:
     import bench_rollout
 
-    argv = ["--output", str(ROOT / "bench_results" / "gpu_check_rollout.json")]
+    argv = ["--output", str(artifacts / "gpu_check_rollout.json")]
     if not CPU_SMOKE:
         argv += ["--model", "qwen3-0.6b", "--requests", "32", "--n", "8", "--gen-len", str(gen_len or 8192)]
     elif gen_len:
@@ -230,6 +165,16 @@ def phase_rollout(device: torch.device, gen_len: int | None) -> list[Row]:
     for r in rows:
         r["vs_dense"] = r["tokens_per_s"] / dense["tokens_per_s"] if dense and dense["tokens_per_s"] else None
     return rows
+
+
+# ------------------------------------------------------------------------------------------- phase 6
+def phase_kernel_sweep(device: torch.device, artifacts: Path) -> list[Row]:
+    """sweep_kernels.py: per (sweep, op, batch), the default launch beside the fastest variant that agrees
+    with it; every variant's row goes to ``sweep_kernels.json``."""
+    import sweep_kernels
+
+    argv = ["--out", str(artifacts / "sweep_kernels.json")] + (["--cpu-smoke"] if CPU_SMOKE else [])
+    return sweep_kernels.main(argv)["best"]
 
 
 # ------------------------------------------------------------------------------------------- phase 5
@@ -368,7 +313,8 @@ def main(argv=None) -> int:
         "graphs": lambda: phase_graphs(device),
         "kernel_timings": lambda: phase_kernel_timings(device),
         "grpo": lambda: phase_grpo(device),  # before the long rollout phase: a short check is not lost to it
-        "rollout": lambda: phase_rollout(device, args.gen_len),
+        "rollout": lambda: phase_rollout(device, args.gen_len, artifacts),
+        "kernel_sweep": lambda: phase_kernel_sweep(device, artifacts),  # last: tuning data, not a check
         "sglang": lambda: phase_sglang(device),
     }
     default = [name for name in phases_fn if name != "sglang" or (not CPU_SMOKE and sglang_available())]
@@ -379,10 +325,21 @@ def main(argv=None) -> int:
     info = device_info(device)
     out = ROOT / args.out if not Path(args.out).is_absolute() else Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    artifacts = Path(args.artifacts_dir) if args.artifacts_dir else out.parent
+    artifacts.mkdir(parents=True, exist_ok=True)
     isolate = (not CPU_SMOKE) if args.isolate is None else args.isolate
+    deadline = time.monotonic() + (args.total_limit_s if args.total_limit_s is not None else float("inf"))
     results = []
     for name in wanted:
-        results.append(run_isolated(name, args, out) if isolate else run_phase(name, phases_fn[name]))
+        left = deadline - time.monotonic()
+        if left < MIN_PHASE_S:
+            print(f"\n=== {name}: skipped, {max(left, 0):.0f} s left of --total-limit-s {args.total_limit_s:g}")
+            results.append({"phase": name, "ok": False, "seconds": 0.0, "rows": [],
+                            "error": f"skipped: {max(left, 0):.0f} s left of --total-limit-s {args.total_limit_s:g}"})
+        elif isolate:
+            results.append(run_isolated(name, args, out, min(args.phase_limit_s or PHASE_LIMIT_S.get(name, 120), left)))
+        else:
+            results.append(run_phase(name, phases_fn[name]))
         out.write_text(json.dumps({"info": info, "phases": results}, indent=2, default=str))  # as it goes
     print_table(info, results)
     print(f"\nwrote {out}")

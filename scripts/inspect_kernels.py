@@ -38,7 +38,7 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
 SHAPE = dict(batch=32, q_heads=16, kv_heads=8, head_dim=128, page_size=16, budget_pages=32, context=16384,
              dtype="bfloat16")
@@ -271,6 +271,42 @@ def sweep() -> list[dict]:
     return rows
 
 
+def tiles() -> list[dict]:
+    """The decode kernel at SHAPE under every launch variant ``sweep_kernels.py`` times on a GPU (its
+    ``TILES``): shared memory says which ones a Hopper SM can hold (227 KB for one program), buffers and
+    spills what each costs. One row per (path, variant), with the compiler's error where it failed."""
+    from vortex_rl import kernels
+    from vortex_rl.kernels._triton import record_launches
+
+    import sweep_kernels  # after vortex_rl.kernels is compiled-mode: its CPU default sets TRITON_INTERPRET
+    os.environ.pop("TRITON_INTERPRET", None)
+
+    s, meta = SHAPE, dict(device="meta", dtype=getattr(torch, SHAPE["dtype"]))
+    max_pages = s["context"] // s["page_size"]
+    num_pages = s["batch"] * max_pages + 1
+    q = torch.empty(s["batch"], s["q_heads"], s["head_dim"], **meta)
+    k = torch.empty(num_pages, s["kv_heads"], s["page_size"], s["head_dim"], **meta)
+    table = torch.empty(s["batch"], max_pages, dtype=torch.int32, device="meta")
+    lens = torch.empty(s["batch"], dtype=torch.int32, device="meta")
+    pages = torch.empty(s["batch"], s["kv_heads"], s["budget_pages"], dtype=torch.int32, device="meta")
+    rows = []
+    for path in ("sparse", "dense"):
+        for tile in sweep_kernels.TILES:
+            with record_launches(run=False) as launches:
+                if path == "sparse":
+                    kernels.sparse_decode_attention(q, k, k, table, lens, pages, config=tile, num_splits=1)
+                else:
+                    kernels.dense_decode_attention(q, k, k, table, lens, config=tile, num_splits=1)
+            row = {"path": path, "tile": sweep_kernels._tile_name(tile)}
+            try:
+                got = compile_launch(launches[0])
+                row.update({k: got[k] for k in ("shared", "main_buffers", "registers", "spills")}, error=None)
+            except Exception as e:  # noqa: BLE001 - a variant that does not compile is a row, not a stop
+                row["error"] = f"{type(e).__name__}: {e}"[:300]
+            rows.append(row)
+    return rows
+
+
 def _table(report: dict) -> str:
     rows = [("kernel", "shared", "main tiles", "buffers", "wait", "regs", "spills")]
     for k in report["kernels"]:
@@ -291,12 +327,16 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="compile only kernels whose name contains this")
     parser.add_argument("--sweep", action="store_true",
                         help="also compile every kernel specialisation gpu_check.py's other shapes need")
+    parser.add_argument("--tiles", action="store_true",
+                        help="also compile the decode kernel under every launch variant sweep_kernels.py times")
     args = parser.parse_args()
     import triton
 
     report = inspect(args.only)
     if args.sweep:
         report["sweep"] = sweep()
+    if args.tiles:
+        report["tiles"] = tiles()
     report["device"] = f"none (ahead-of-time for sm_{ARCH}); host {platform.node()}, triton {triton.__version__}"
     for k in report["kernels"]:
         print(f"{k['kernel']}: grid {k['grid']}, warps {k['num_warps']}, stages {k['num_stages']}, buffers "
@@ -305,6 +345,9 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(report, indent=1))
     print(f"\nsm_{ARCH}, {SHAPE}; wrote {args.out}\n")
     print(_table(report))
+    for r in report.get("tiles", []):
+        print(f"tile {r['path']:<6} {r['tile']:<26} " + (f"FAILED {r['error']}" if r["error"] else
+              f"shared {r['shared']:>7}, K/V buffers {r['main_buffers']}, regs {r['registers']}, spills {r['spills']}"))
     if args.sweep:
         failed = [r for r in report["sweep"] if r["error"]]
         for r in report["sweep"]:

@@ -19,13 +19,18 @@ def test_gpu_check_cpu_smoke(tmp_path):
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     report = json.loads(out.read_text())
     phases = {p["phase"]: p for p in report["phases"]}
-    assert list(phases) == ["kernels", "graphs", "kernel_timings", "grpo", "rollout"]
+    assert list(phases) == ["kernels", "graphs", "kernel_timings", "grpo", "rollout", "kernel_sweep"]
     assert all(p["ok"] and p["error"] is None and p["rows"] for p in phases.values())
     kernels = {r["check"] for r in phases["kernels"]["rows"]}
     assert {"dense_decode", "sparse_decode", "block_sparse_indexer", "append_kv_and_centroids", "merge_states"} <= kernels
     assert [r["step"] for r in phases["grpo"]["rows"]] == [1, 2]
     assert all(r["rollout/weights_checksum_rel_diff"] < 1e-6 for r in phases["grpo"]["rows"])
     assert {r["flow"] for r in phases["rollout"]["rows"]} == {"dense", "block_sparse_attention"}
+    sweep = json.loads((tmp_path / "sweep_kernels.json").read_text())  # beside --out, as on the device
+    assert {(r["sweep"], r["op"]) for r in phases["kernel_sweep"]["rows"]} == {
+        ("tile", "dense"), ("tile", "sparse"), ("splits", "dense"), ("splits", "sparse"), ("chunks", "indexer")}
+    assert all(r.get("max_abs_diff", 0) < 1e-5 and r.get("pages_equal", True) for r in sweep["rows"])
+    assert (tmp_path / "gpu_check_rollout.json").exists()
     assert "| ok" in done.stdout or "ok (" in done.stdout  # the table was printed
 
 
@@ -49,6 +54,20 @@ def test_isolated_phases_keep_their_results_and_a_phase_past_its_limit_is_record
     assert all(not p["ok"] and p["error"] == "stopped at its time limit of 2 s without a result" for p in phases)
 
 
+def test_total_limit_skips_the_phases_it_has_no_time_for(tmp_path):
+    """--total-limit-s: phases that would start with under MIN_PHASE_S left are recorded as skipped (the
+    table and JSON still come out), so a device call's own limit never cuts the report off."""
+    out = tmp_path / "skip.json"
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--cpu-smoke", "--isolate",
+                           "--phases", "kernels,grpo", "--total-limit-s", "5", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    phases = json.loads(out.read_text())["phases"]
+    assert [(p["phase"], p["ok"]) for p in phases] == [("kernels", False), ("grpo", False)]
+    assert all(p["error"].startswith("skipped:") and "--total-limit-s 5" in p["error"] for p in phases)
+    assert "[grpo] FAILED" in done.stdout
+
+
 def test_replay_vs_eager_compares_one_padded_step(make_tiny_hf_model):
     """The graphs phase's exact check, on CPU with a stand-in for the captured graphs (the forward on the
     static buffers, what a replay runs): 0 for a faithful replay, and it sees a replay that reads stale
@@ -59,9 +78,9 @@ def test_replay_vs_eager_compares_one_padded_step(make_tiny_hf_model):
     from vortex_rl.rollout.cuda_graphs import DecodeGraphs
     from vortex_rl.sparse import SparseConfig
 
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "scripts" / "gpu_check.py")
-    gpu_check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu_check)
+    spec = importlib.util.spec_from_file_location("graph_checks", ROOT / "scripts" / "graph_checks.py")
+    graph_checks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(graph_checks)
     engine = Engine.from_pretrained(make_tiny_hf_model("qwen3"), config=EngineConfig(
         num_pages=64, max_model_len=128, sparse=SparseConfig(budget_pages=4), dtype="float32",
         max_num_batched_tokens=32))  # the 39-token prompt prefills over two steps
@@ -83,7 +102,7 @@ def test_replay_vs_eager_compares_one_padded_step(make_tiny_hf_model):
     prompts = [list(range(1, 40)), [3, 4, 5]]
     runner.graphs = graphs
     graphs.graphs = {rows: ForwardOnBuffers(rows) for rows in graphs.batch_sizes}
-    assert gpu_check.replay_vs_eager(engine, prompts) == 0.0
+    assert graph_checks.replay_vs_eager(engine, prompts) == 0.0
     assert not engine.has_unfinished_requests()  # aborted afterwards
     graphs.graphs = {rows: ForwardOnBuffers(rows, stale=True) for rows in graphs.batch_sizes}
-    assert gpu_check.replay_vs_eager(engine, prompts) > 1e-3
+    assert graph_checks.replay_vs_eager(engine, prompts) > 1e-3

@@ -6,7 +6,7 @@ import torch
 from tests.paged_batch import DEVICE, DTYPES, assert_attention_close, random_page_ids
 from vortex_rl.kernels import dense_decode_attention_ref, sparse_decode_attention_ref
 from vortex_rl.kernels.paged_decode import all_pages
-from vortex_rl.kernels.paged_decode import dense_decode_attention, sparse_decode_attention
+from vortex_rl.kernels.paged_decode import DecodeLaunch, default_decode_launch, dense_decode_attention, sparse_decode_attention
 
 
 def _args(b):
@@ -102,3 +102,35 @@ def test_splits_sized_from_lengths_in_a_wide_table(make_paged_batch, num_splits)
     ids = random_page_ids(b, budget=12, seed=2)
     assert_attention_close(sparse_decode_attention(*args, ids, num_splits=num_splits),
                            sparse_decode_attention_ref(*args, ids), torch.float32)
+
+
+@pytest.mark.parametrize("config", [DecodeLaunch(1, 2), DecodeLaunch(2, 1, num_warps=8), DecodeLaunch(8, 4, 2)])
+def test_launch_configs_match_the_references(make_paged_batch, config):
+    """What ``scripts/sweep_kernels.py`` times on a GPU: other tiles (pages per block), pipeline depths and
+    warp counts compute the same attention, split or not (the interpreter runs the tile; stages and warps
+    only reach the compiler)."""
+    b = make_paged_batch([1, 16, 17, 70, 129], q_heads=4, kv_heads=2, head_dim=32, seed=4, device=DEVICE)
+    ids = random_page_ids(b, budget=7, seed=3)
+    for num_splits in (1, 3):
+        assert_attention_close(sparse_decode_attention(*_args(b), ids, num_splits=num_splits, config=config),
+                               sparse_decode_attention_ref(*_args(b), ids), torch.float32)
+        assert_attention_close(dense_decode_attention(*_args(b), num_splits=num_splits, config=config),
+                               dense_decode_attention_ref(*_args(b)), torch.float32)
+
+
+def test_default_launch_and_bad_configs():
+    assert default_decode_launch(16, 128, 2) == DecodeLaunch(pages_per_block=4, num_stages=3, num_warps=4)
+    assert default_decode_launch(16, 16, 2).pages_per_block == 8  # 16-bit head_dim 16: capped at 128 tokens
+    for bad, match in [(dict(pages_per_block=3, num_stages=2), "pages_per_block=3"),
+                       (dict(pages_per_block=2, num_stages=0), "num_stages=0"),
+                       (dict(pages_per_block=2, num_stages=2, num_warps=3), "num_warps=3")]:
+        with pytest.raises(ValueError, match=match):
+            DecodeLaunch(**bad)
+
+
+def test_a_block_under_16_tokens_is_refused(make_paged_batch):
+    b = make_paged_batch([9, 30], q_heads=2, kv_heads=1, head_dim=64, page_size=8, seed=2, device=DEVICE)
+    with pytest.raises(ValueError, match="at least 16"):
+        dense_decode_attention(*_args(b), config=DecodeLaunch(1, 2))
+    with pytest.raises(TypeError, match="DecodeLaunch"):
+        dense_decode_attention(*_args(b), config=(1, 2))

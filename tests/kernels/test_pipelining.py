@@ -81,3 +81,29 @@ def test_decode_kernel_of_small_bf16_heads_does_not_spill():
     assert run.returncode == 0, run.stderr[-3000:]
     spills = json.loads(run.stdout.strip().splitlines()[-1])
     assert spills == {"sparse": [0], "dense": [0]}, spills
+
+
+HOPPER_SHARED_PER_BLOCK = 227 * 1024  # the most shared memory one program may take on sm_90
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_cuda_backend_reason() is not None, reason=str(_cuda_backend_reason()))
+def test_every_tile_the_gpu_sweep_times_compiles_and_fits_an_sm(tmp_path):
+    """``scripts/sweep_kernels.py`` times the decode kernel under ``TILES`` on a lent GPU; each must compile
+    for sm_90 within one SM's shared memory, without spills, and more stages must mean more K/V buffers,
+    so no device time goes to variants that cannot run or that do not pipeline."""
+    out = tmp_path / "inspect.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "inspect_kernels.py"), "--only", "_paged_decode_kernel",
+                          "--tiles", "--out", str(out)], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = json.loads(out.read_text())["tiles"]
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import sweep_kernels
+
+    assert len(rows) == 2 * len(sweep_kernels.TILES)
+    for r in rows:
+        assert r["error"] is None, r
+        assert r["shared"] <= HOPPER_SHARED_PER_BLOCK and r["spills"] == 0, r
+        stages = int(r["tile"].split("stages=")[1].split()[0])
+        assert r["main_buffers"] == stages - 1, r

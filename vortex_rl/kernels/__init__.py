@@ -13,14 +13,18 @@ from vortex_rl.kernels.indexer import block_sparse_indexer_ref
 from vortex_rl.kernels.kv_cache import page_fill_from_loc, pool_pages_ref, update_centroids_ref, write_kv_ref
 from vortex_rl.kernels.merge_states import merge_states_ref
 from vortex_rl.kernels.paged_decode import (
+    DecodeLaunch,
     all_page_ids,
     check_decode_inputs,
+    default_decode_launch,
     dense_decode_attention_ref,
     sparse_decode_attention_ref,
 )
 
 __all__ = [
     "HAS_TRITON",
+    "DecodeLaunch",
+    "default_decode_launch",
     "all_page_ids",
     "append_kv_and_centroids_ref",
     "block_sparse_indexer_cpu",

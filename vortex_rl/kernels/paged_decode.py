@@ -32,6 +32,7 @@ length, on the device.
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -187,16 +188,43 @@ def _paged_decode_kernel(
 
 
 # ---------------------------------------------------------------------------------------------- launchers
-def _launch_config(page_size: int, head_dim: int, elem_bytes: int) -> tuple[int, int]:
-    """``(pages_per_block, num_stages)``: about 16 KiB of K per loop step, three steps in flight for
-    16-bit caches (two K/V tiles of 16 KiB per stage keep two programs per SM within shared memory)."""
+@dataclass(frozen=True)
+class DecodeLaunch:
+    """How the decode kernel walks a page list; :func:`default_decode_launch` gives the one it uses.
+
+    pages_per_block: pages per loop step (K and V tiles of ``pages_per_block * page_size`` tokens; at
+        least 16 tokens, a power of two).
+    num_stages: software-pipeline depth (``num_stages - 1`` K/V tiles in flight), 1 to 6.
+    num_warps: warps per program: 1, 2, 4, 8 or 16.
+
+    ``scripts/sweep_kernels.py`` times others on a GPU, which is how the default is to be chosen.
+    """
+
+    pages_per_block: int
+    num_stages: int
+    num_warps: int = 4
+
+    def __post_init__(self):
+        ppb = self.pages_per_block
+        if not isinstance(ppb, int) or ppb < 1 or ppb & (ppb - 1):
+            raise ValueError(f"pages_per_block={ppb!r} must be a power of two >= 1")
+        if self.num_stages not in range(1, 7):
+            raise ValueError(f"num_stages={self.num_stages!r} must be 1 to 6")
+        if self.num_warps not in (1, 2, 4, 8, 16):
+            raise ValueError(f"num_warps={self.num_warps!r} must be one of 1, 2, 4, 8, 16")
+
+
+def default_decode_launch(page_size: int, head_dim: int, elem_bytes: int) -> DecodeLaunch:
+    """About 16 KiB of K per loop step, three steps in flight for 16-bit caches (two K/V tiles of 16 KiB
+    per stage keep two programs per SM within shared memory), 4 warps."""
     tokens = max(16, 16384 // (next_pow2(head_dim) * elem_bytes))
     tokens = min(tokens, 128) if elem_bytes <= 2 else tokens  # 16-bit d 16: 512 tokens spilled 1184 B (sm_90)
     num_stages = 3 if elem_bytes <= 2 and head_dim <= 128 else 2
-    return max(1, tokens // page_size), num_stages
+    return DecodeLaunch(pages_per_block=max(1, tokens // page_size), num_stages=num_stages)
 
 
-def _launch(q, k_cache, v_cache, page_table, seq_lens, pages, *, sm_scale, num_splits, out, lse, list_lens=None):
+def _launch(q, k_cache, v_cache, page_table, seq_lens, pages, *, sm_scale, num_splits, out, lse, list_lens=None,
+            config=None):
     require_triton("decode attention")
     batch, q_heads, head_dim = q.shape
     _, kv_heads, page_size, _ = k_cache.shape
@@ -211,7 +239,14 @@ def _launch(q, k_cache, v_cache, page_table, seq_lens, pages, *, sm_scale, num_s
     # Dense attention walks the page table row: the same physical page list, shared by the KV heads.
     pages = unit_stride(pages) if sparse else page_table
     num_entries = pages.shape[-1]
-    ppb, num_stages = _launch_config(page_size, head_dim, k_cache.element_size())
+    if config is None:
+        config = default_decode_launch(page_size, head_dim, k_cache.element_size())
+    if not isinstance(config, DecodeLaunch):
+        raise TypeError(f"config={config!r} must be a DecodeLaunch or None (the default)")
+    ppb = config.pages_per_block
+    if ppb * page_size < 16:
+        raise ValueError(f"{config}: pages_per_block * page_size = {ppb * page_size} tokens per block; "
+                         f"tl.dot needs at least 16 (pages_per_block >= {16 // page_size} at page_size {page_size})")
     num_blocks = triton.cdiv(num_entries, ppb)
     if num_splits is None:
         num_splits = choose_num_splits(batch, kv_heads, num_blocks, q.device)
@@ -242,7 +277,7 @@ def _launch(q, k_cache, v_cache, page_table, seq_lens, pages, *, sm_scale, num_s
         BLOCK_G=max(16, next_pow2(q_heads // kv_heads)), BLOCK_D=max(16, next_pow2(head_dim)),
         EVEN_D=head_dim == max(16, next_pow2(head_dim)),
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        num_warps=4, num_stages=num_stages,
+        num_warps=config.num_warps, num_stages=config.num_stages,
     )
     if num_splits > 1:
         finish_splits(out, lse, o_t, lse_t)
@@ -262,6 +297,7 @@ def sparse_decode_attention(
     out: torch.Tensor | None = None,
     lse: torch.Tensor | None = None,
     list_lens: torch.Tensor | None = None,
+    config: DecodeLaunch | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode attention over per-(request, KV head) lists of physical pages (Triton, fp32 accumulation).
 
@@ -281,6 +317,8 @@ def sparse_decode_attention(
         ``[batch, q_heads]`` float32.
     list_lens : optional ``[batch]`` int32/int64, leading entries of each page list that may hold a
         page (module docstring); the rest is not read.
+    config : optional :class:`DecodeLaunch` (tile, pipeline depth, warps); ``None``:
+        :func:`default_decode_launch`. Results agree across configs to rounding.
 
     Returns
     -------
@@ -288,7 +326,7 @@ def sparse_decode_attention(
     """
     check_decode_inputs(q, k_cache, v_cache, page_table, seq_lens, pages, list_lens)
     return _launch(q, k_cache, v_cache, page_table, seq_lens, pages,
-                   sm_scale=sm_scale, num_splits=num_splits, out=out, lse=lse, list_lens=list_lens)
+                   sm_scale=sm_scale, num_splits=num_splits, out=out, lse=lse, list_lens=list_lens, config=config)
 
 
 def dense_decode_attention(
@@ -302,6 +340,7 @@ def dense_decode_attention(
     num_splits: int | None = None,
     out: torch.Tensor | None = None,
     lse: torch.Tensor | None = None,
+    config: DecodeLaunch | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode attention over every cached token of each request (Triton).
 
@@ -311,4 +350,4 @@ def dense_decode_attention(
     """
     check_decode_inputs(q, k_cache, v_cache, page_table, seq_lens)
     return _launch(q, k_cache, v_cache, page_table, seq_lens, None,
-                   sm_scale=sm_scale, num_splits=num_splits, out=out, lse=lse)
+                   sm_scale=sm_scale, num_splits=num_splits, out=out, lse=lse, config=config)

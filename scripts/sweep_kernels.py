@@ -1,0 +1,189 @@
+"""Launch variants of the decode kernels and the indexer, timed in one run: what a lent GPU must tell us
+to choose their defaults (``paged_decode.default_decode_launch``, ``split_kv.split_count_for``, the
+indexer's ``choose_num_chunks``) without a second loan.
+
+At the Qwen3-0.6B decode shape (``bench_kernels.Shape``: 16 query / 8 KV heads, head_dim 128, bf16,
+page 16, budget 32) and 16K context, three sweeps:
+
+1. ``tile``: dense and sparse decode at batch 32 over ``DecodeLaunch(pages_per_block, num_stages,
+   num_warps)`` (the sparse kernel on the indexer's page lists, computed once);
+2. ``splits``: dense and sparse decode at batch 1, 4 and 32 over the split-KV grid, ``num_splits``;
+3. ``chunks``: the indexer at batch 1, 4 and 32 over ``num_chunks``.
+
+Every variant's output is compared with the default launch's on the same inputs (``max_abs_diff``; the
+indexer's page lists must be equal), so a fast variant that computes something else shows. A variant the
+GPU cannot run (too much shared memory, say) is recorded with its error and the sweep goes on. Timing is
+``bench_kernels.time_per_call`` (CUDA graphs of several calls, inputs cycled over several layers' queries
+and centroids, median of 5); bandwidth is each op's fewest bytes (``bench_kernels.traffic``) over time.
+
+    python scripts/sweep_kernels.py                # on a GPU: about a minute, most of it compiling
+    python scripts/sweep_kernels.py --cpu-smoke    # tiny shapes in the Triton interpreter
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+CPU_SMOKE = "--cpu-smoke" in sys.argv or not torch.cuda.is_available()
+if CPU_SMOKE:  # before anything imports Triton
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
+import bench_kernels as bk  # noqa: E402
+
+from vortex_rl import kernels  # noqa: E402
+from vortex_rl.kernels import DecodeLaunch, default_decode_launch  # noqa: E402
+
+CONTEXT = 16384
+TILE_BATCH = 32  # the batch of the targets; the tile sweep runs there only
+SPLIT_BATCHES = (1, 4, 32)
+# pages_per_block x num_stages x num_warps around the default (4, 3, 4) at head_dim 128, bf16: 32-128
+# tokens per step, 2-4 stages (the largest want more shared memory than a Hopper SM has: recorded as errors).
+TILES = [DecodeLaunch(p, s, w) for p, s, w in itertools.product((2, 4, 8), (2, 3, 4), (4, 8))]
+SPLITS = (1, 2, 4, 8, 16)
+CHUNKS = (1, 2, 4, 8, 16)
+
+
+def sweep_setup(smoke: bool) -> dict:
+    """The sweeps' sizes: the real ones, or interpreter-sized (head_dim 32 fp32, 100-token contexts, a few
+    variants of each sweep)."""
+    if not smoke:
+        return dict(shape=bk.Shape(), context=CONTEXT, tile_batch=TILE_BATCH, split_batches=SPLIT_BATCHES,
+                    tiles=TILES, splits=SPLITS, chunks=CHUNKS, layers=4, calls=8)
+    return dict(shape=bk.Shape(q_heads=4, kv_heads=2, head_dim=32, budget=4, dtype=torch.float32), context=100,
+                tile_batch=2, split_batches=(1, 2), tiles=[DecodeLaunch(1, 2), DecodeLaunch(2, 3, 8)],
+                splits=(1, 2), chunks=(1, 2), layers=2, calls=1)
+
+
+def run_sweeps(device: torch.device, shape: bk.Shape, context: int, tile_batch: int, split_batches: tuple,
+               tiles: list, splits: tuple, chunks: tuple, layers: int, calls: int) -> list[dict]:
+    """One row per variant: sweep, op, batch, variant, us, GB/s, pct_copy, speedup over the default,
+    max_abs_diff (or pages_equal) against the default's output, or the error it raised."""
+    copy_bw = bk.copy_bandwidth(device)
+    rows = []
+    for batch in sorted(set(split_batches) | {tile_batch}):
+        prob = bk.make_problem(batch, context, shape, layers, device)
+        nbytes = bk.traffic(batch, context, shape)
+        cache = (prob["k_cache"], prob["v_cache"], prob["page_table"], prob["seq_lens"])
+        ids = [bk.indexer_triton(prob, i, shape) for i in range(layers)]  # the sparse kernel's inputs
+
+        def indexer(i, **kw):
+            return kernels.block_sparse_indexer(prob["q"][i], prob["centroids"][i], prob["page_table"],
+                                                prob["seq_lens"], prob["budgets"], page_size=shape.page_size,
+                                                **bk.select_kw(shape), **kw)
+
+        ops = {
+            "dense": lambda i, **kw: kernels.dense_decode_attention(prob["q"][i], *cache, **kw)[0],
+            "sparse": lambda i, **kw: kernels.sparse_decode_attention(prob["q"][i], *cache, ids[i], **kw)[0],
+            "indexer": indexer,
+        }
+        variants = []
+        if batch in split_batches:
+            variants += [("splits", op, f"num_splits={s}", {"num_splits": s})
+                         for op in ("dense", "sparse") for s in splits]
+            variants += [("chunks", "indexer", f"num_chunks={c}", {"num_chunks": c}) for c in chunks]
+        if batch == tile_batch:
+            variants += [("tile", op, _tile_name(t), {"config": t}) for op in ("dense", "sparse") for t in tiles]
+        for op in ("dense", "sparse", "indexer"):
+            default_out = ops[op](0)
+            seconds, _ = bk.time_per_call(lambda i, fn=ops[op]: fn(i % layers), calls, device)
+            rows.append(_row("default", op, batch, "default", seconds, nbytes[op], copy_bw, default_out, default_out))
+            for sweep, _, name, kw in (v for v in variants if v[1] == op):
+                try:
+                    out = ops[op](0, **kw)
+                    seconds, _ = bk.time_per_call(lambda i, fn=ops[op], kw=kw: fn(i % layers, **kw), calls, device)
+                    rows.append(_row(sweep, op, batch, name, seconds, nbytes[op], copy_bw, out, default_out))
+                except Exception as e:  # noqa: BLE001 - recorded: one variant the GPU cannot run ends nothing
+                    error = f"{type(e).__name__}: {str(e)[:200]}"
+                    rows.append({"sweep": sweep, "op": op, "batch": batch, "variant": name, "error": error})
+                    print(f"{sweep} {op} batch {batch} {name}: {error}", flush=True)
+        del prob, ids, ops
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    default_us = {(r["op"], r["batch"]): r["us"] for r in rows if r["sweep"] == "default"}
+    for r in rows:
+        if "us" in r:
+            r["speedup"] = default_us[r["op"], r["batch"]] / r["us"]
+    return rows
+
+
+def _tile_name(t: DecodeLaunch) -> str:
+    return f"ppb={t.pages_per_block} stages={t.num_stages} warps={t.num_warps}"
+
+
+def _row(sweep, op, batch, name, seconds, nbytes, copy_bw, out, default_out) -> dict:
+    row = {"sweep": sweep, "op": op, "batch": batch, "variant": name, "us": seconds * 1e6,
+           "GB/s": nbytes / seconds / 1e9, "pct_copy": 100 * nbytes / seconds / copy_bw}
+    if op == "indexer":
+        row["pages_equal"] = bool(torch.equal(out, default_out))
+    else:
+        row["max_abs_diff"] = float((out.float() - default_out.float()).abs().max())
+    return row
+
+
+def best_rows(rows: list[dict]) -> list[dict]:
+    """Per (sweep, op, batch): the fastest variant that computes what the default does, beside the default.
+    ``max_abs_diff`` up to 2e-2 counts as the same (bf16 outputs; other split points round differently)."""
+    def agrees(r):
+        return r.get("pages_equal", True) and r.get("max_abs_diff", 0.0) <= 2e-2
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["sweep"] != "default" and "us" in r and agrees(r):
+            groups.setdefault((r["sweep"], r["op"], r["batch"]), []).append(r)
+    default = {(r["op"], r["batch"]): r for r in rows if r["sweep"] == "default"}
+    failed: dict[tuple, int] = {}
+    for r in rows:
+        if "error" in r or ("us" in r and not agrees(r)):
+            failed[r["sweep"], r["op"], r["batch"]] = failed.get((r["sweep"], r["op"], r["batch"]), 0) + 1
+    out = []
+    for (sweep, op, batch), group in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+        best, d = min(group, key=lambda r: r["us"]), default[op, batch]
+        out.append({"sweep": sweep, "op": op, "batch": batch, "default_us": d["us"],
+                    "default_pct_copy": d["pct_copy"], "best": best["variant"], "best_us": best["us"],
+                    "best_pct_copy": best["pct_copy"], "speedup": best["speedup"],
+                    "variants": len(group), "failed": failed.get((sweep, op, batch), 0)})
+    return out
+
+
+def default_tile(shape: bk.Shape) -> str:
+    elem = torch.tensor([], dtype=shape.dtype).element_size()
+    return _tile_name(default_decode_launch(shape.page_size, shape.head_dim, elem))
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--cpu-smoke", action="store_true", help="tiny shapes in the Triton interpreter")
+    p.add_argument("--out", default="bench_results/sweep_kernels.json")
+    args = p.parse_args(argv)
+    device = torch.device("cpu" if CPU_SMOKE else "cuda")
+    torch.manual_seed(0)
+    setup = sweep_setup(CPU_SMOKE)
+    rows = run_sweeps(device, **setup)
+    best = best_rows(rows)
+    shape, context = setup["shape"], setup["context"]
+    result = {"device": bk.device_info(device), "shape": {k: str(v) for k, v in vars(shape).items()},
+              "context": context, "default_tile": default_tile(shape), "best": best, "rows": rows}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str))
+    print(f"default tile: {result['default_tile']}; context {context}")
+    print(f"{'sweep':<7} {'op':<8} {'batch':>5} {'default us':>10} {'best':<28} {'best us':>9} {'x':>5} "
+          f"{'%copy':>6} {'n':>3} {'fail':>4}")
+    for r in best:
+        print(f"{r['sweep']:<7} {r['op']:<8} {r['batch']:>5} {r['default_us']:>10.1f} {r['best']:<28} "
+              f"{r['best_us']:>9.1f} {r['speedup']:>5.2f} {r['best_pct_copy']:>6.1f} {r['variants']:>3} "
+              f"{r['failed']:>4}")
+    print(f"wrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
