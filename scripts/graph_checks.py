@@ -1,9 +1,10 @@
 """CUDA-graph decode against eager decode in the engine (``gpu_check.py``'s second phase).
 
 The engine's decode under CUDA graphs must compute what eager decode does: for batches that land in
-different graph buckets, greedy ids equal and log-probs within ``GRAPH_LOGPROB_TOL``; and one decode step
-replayed against the same padded inputs run eagerly (:func:`replay_vs_eager`: same kernels, same shapes,
-``GRAPH_REPLAY_TOL``). With ``smoke=True`` it runs a tiny fp32 model on the CPU (no graphs there; the
+different graph buckets, greedy log-probs within ``GRAPH_LOGPROB_TOL`` up to and including the first
+step where the ids differ (:func:`greedy_agreement`: padded buckets round bf16 differently, which can
+flip a near-tie of a random model); and one decode step replayed against the same padded inputs run
+eagerly (:func:`replay_vs_eager`: same kernels, same shapes, ``GRAPH_REPLAY_TOL``). With ``smoke=True`` it runs a tiny fp32 model on the CPU (no graphs there; the
 replay check is tested with a stand-in for the captured graphs).
 """
 
@@ -14,7 +15,10 @@ import traceback
 
 import torch
 
-GRAPH_LOGPROB_TOL = 1e-3  # graph replay runs the same kernels on the same inputs as eager decode
+# Greedy log-probs, graphs vs eager: a bucket pads the batch, so the GEMMs see other row counts and cuBLAS
+# may pick another algorithm; bf16 rounding then differs by ulps through 28 layers. A stale buffer or a
+# host value baked into a graph is off by O(1).
+GRAPH_LOGPROB_TOL = 2e-2
 # Replay vs eager on identical padded inputs: 0 expected; a bf16 ulp of slack in case cuBLAS picks another
 # GEMM algorithm under capture. A stale buffer or a host value baked into a graph is off by O(1).
 GRAPH_REPLAY_TOL = 1e-2
@@ -65,12 +69,30 @@ def check_graphs(device: torch.device, smoke: bool) -> list[dict]:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
         for b in batches:
-            eager_out, graph_out = outputs[True, b], outputs[False, b]
-            same_ids = all(x.token_ids == y.token_ids for x, y in zip(eager_out, graph_out))
-            worst = max(max(abs(u - v) for u, v in zip(x.logprobs, y.logprobs)) for x, y in zip(eager_out, graph_out))
-            rows.append({"flow": flow, "batch": b, "graphs": device.type == "cuda", "ids_equal": same_ids,
-                         "max_logprob_diff": worst, "ok": same_ids and worst <= GRAPH_LOGPROB_TOL})
+            pairs = [greedy_agreement(x.token_ids, x.logprobs, y.token_ids, y.logprobs)
+                     for x, y in zip(outputs[True, b], outputs[False, b])]
+            diverged = [step for step, _ in pairs if step is not None]
+            worst = max(w for _, w in pairs)
+            rows.append({"flow": flow, "batch": b, "graphs": device.type == "cuda", "ids_equal": not diverged,
+                         "first_divergence": min(diverged) if diverged else None, "max_logprob_diff": worst,
+                         "ok": worst <= GRAPH_LOGPROB_TOL})
     return rows
+
+
+def greedy_agreement(ids_a: list[int], logprobs_a: list[float], ids_b: list[int],
+                     logprobs_b: list[float]) -> tuple[int | None, float]:
+    """``(first step where the ids differ or None, max |log-prob difference|)`` of two greedy runs of one
+    prompt, compared up to and including that step.
+
+    A greedy token's log-prob is the step's largest, which rounding moves only a little even where it
+    flips the argmax of a near-tie; past the flip the two contexts differ, so later steps say nothing.
+    Equal ids with close log-probs, or a flip between near-equal tokens, agree; a graph that computes
+    something else differs by O(1) at the latest where it first diverges."""
+    steps = min(len(ids_a), len(ids_b))
+    first = next((t for t in range(steps) if ids_a[t] != ids_b[t]), None)
+    upto = steps if first is None else first + 1
+    worst = max((abs(u - v) for u, v in zip(logprobs_a[:upto], logprobs_b[:upto])), default=0.0)
+    return first, worst
 
 
 def replay_vs_eager(engine, prompts: list[list[int]]) -> float:

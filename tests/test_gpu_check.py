@@ -106,3 +106,21 @@ def test_replay_vs_eager_compares_one_padded_step(make_tiny_hf_model):
     assert not engine.has_unfinished_requests()  # aborted afterwards
     graphs.graphs = {rows: ForwardOnBuffers(rows, stale=True) for rows in graphs.batch_sizes}
     assert graph_checks.replay_vs_eager(engine, prompts) > 1e-3
+
+
+def test_greedy_agreement_compares_up_to_the_first_flip():
+    """The graphs phase's generation check: a rounding flip between near-tied tokens agrees (later steps,
+    on other contexts, are not compared); a run whose chosen log-probs differ before or at the flip does not."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("graph_checks", ROOT / "scripts" / "graph_checks.py")
+    graph_checks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(graph_checks)
+    agree = graph_checks.greedy_agreement
+    assert agree([1, 2, 3], [-0.5, -1.0, -2.0], [1, 2, 3], [-0.5, -1.001, -2.0]) == (None, pytest.approx(1e-3))
+    # a near-tie flipped at step 1: compared through it (0.002), not after it (5.0 apart on other contexts)
+    first, worst = agree([1, 2, 3, 4], [-0.5, -0.693, -1.0, -1.0], [1, 7, 9, 9], [-0.5, -0.695, -6.0, -6.0])
+    assert first == 1 and worst == pytest.approx(0.002) and worst <= graph_checks.GRAPH_LOGPROB_TOL
+    # a wrong graph: its max log-prob is far off where it diverges
+    first, worst = agree([1, 2], [-0.5, -0.7], [1, 8], [-0.5, -3.0])
+    assert first == 1 and worst > graph_checks.GRAPH_LOGPROB_TOL
