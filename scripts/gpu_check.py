@@ -160,12 +160,10 @@ def phase_rollout(device: torch.device, gen_len: int | None, artifacts: Path) ->
     elif gen_len:
         argv += ["--gen-len", str(gen_len)]
     result = bench_rollout.main(argv)
-    keep = ("flow", "tokens_per_s", "elapsed_s", "generated_tokens", "decode_steps", "preemptions", "peak_pages")
+    # forward / other ms per decode step: where a step's time goes (bench_rollout.DecodeForwardTimer).
+    keep = ("flow", "tokens_per_s", "elapsed_s", "generated_tokens", "decode_steps", "forward_ms_per_step",
+            "other_ms_per_step", "preemptions", "peak_pages")
     rows = [{k: r.get(k) for k in keep} for r in result["results"]]
-    # Beside kernel_timings' per-layer attention, what the rest of a step costs (GEMMs, sampling, host);
-    # the few prefill steps are in elapsed_s too.
-    for r in rows:
-        r["ms_per_step"] = 1e3 * r["elapsed_s"] / r["decode_steps"] if r.get("decode_steps") else None
     dense = next((r for r in rows if r["flow"] == "dense"), None)
     for r in rows:
         r["vs_dense"] = r["tokens_per_s"] / dense["tokens_per_s"] if dense and dense["tokens_per_s"] else None

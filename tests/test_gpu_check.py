@@ -26,6 +26,8 @@ def test_gpu_check_cpu_smoke(tmp_path):
     assert [r["step"] for r in phases["grpo"]["rows"]] == [1, 2]
     assert all(r["rollout/weights_checksum_rel_diff"] < 1e-6 for r in phases["grpo"]["rows"])
     assert {r["flow"] for r in phases["rollout"]["rows"]} == {"dense", "block_sparse_attention"}
+    # the decode forward timed inside the run: a positive share of each step, the rest (host, sampling) not negative
+    assert all(0 < r["forward_ms_per_step"] and r["other_ms_per_step"] >= 0 for r in phases["rollout"]["rows"])
     sweep = json.loads((tmp_path / "sweep_kernels.json").read_text())  # beside --out, as on the device
     assert {(r["sweep"], r["op"]) for r in phases["kernel_sweep"]["rows"]} == {
         ("tile", "dense"), ("tile", "sparse"), ("splits", "dense"), ("splits", "sparse"), ("chunks", "indexer")}
