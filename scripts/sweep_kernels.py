@@ -28,6 +28,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -40,12 +41,14 @@ import bench_kernels as bk  # noqa: E402
 
 from vortex_rl import kernels  # noqa: E402
 from vortex_rl.kernels import DecodeLaunch, default_decode_launch  # noqa: E402
+from vortex_rl.kernels.split_kv import MAX_SPLITS, MIN_BLOCKS_PER_SPLIT  # noqa: E402
 
 CONTEXT = 16384
 TILE_BATCH = 32  # the batch of the targets; the tile sweep runs there only
 SPLIT_BATCHES = (1, 4, 32)
 # pages_per_block x num_stages x num_warps around the default (4, 3, 4) at head_dim 128, bf16: 32-128
-# tokens per step, 2-4 stages (the largest want more shared memory than a Hopper SM has: recorded as errors).
+# tokens per step, 2-4 stages. All fit one Hopper SM (the largest, 8 pages x 4 stages, takes 204,800 B of
+# 227 KB: ``inspect_kernels.py --tiles``); one that did not would be recorded with its error.
 TILES = [DecodeLaunch(p, s, w) for p, s, w in itertools.product((2, 4, 8), (2, 3, 4), (4, 8))]
 SPLITS = (1, 2, 4, 8, 16)
 CHUNKS = (1, 2, 4, 8, 16)
@@ -63,12 +66,17 @@ def sweep_setup(smoke: bool) -> dict:
 
 
 def run_sweeps(device: torch.device, shape: bk.Shape, context: int, tile_batch: int, split_batches: tuple,
-               tiles: list, splits: tuple, chunks: tuple, layers: int, calls: int) -> list[dict]:
+               tiles: list, splits: tuple, chunks: tuple, layers: int, calls: int,
+               progress: Callable[[list[dict]], None] | None = None) -> list[dict]:
     """One row per variant: sweep, op, batch, variant, us, GB/s, pct_copy, speedup over the default,
-    max_abs_diff (or pages_equal) against the default's output, or the error it raised."""
+    max_abs_diff (or pages_equal) against the default's output, or the error it raised.
+
+    The tile batch runs first (the targets' batch, and most of the compiling); ``progress(rows)`` is
+    called after every op, so a run stopped at its time limit leaves what it measured. An op whose
+    default launch fails is recorded with its error and its variants are skipped: the other ops go on."""
     copy_bw = bk.copy_bandwidth(device)
     rows = []
-    for batch in sorted(set(split_batches) | {tile_batch}):
+    for batch in sorted(set(split_batches) | {tile_batch}, key=lambda b: (b != tile_batch, b)):
         prob = bk.make_problem(batch, context, shape, layers, device)
         nbytes = bk.traffic(batch, context, shape)
         nbytes["sparse"] -= nbytes["indexer"]  # attention alone here: its page lists are computed beforehand
@@ -87,41 +95,75 @@ def run_sweeps(device: torch.device, shape: bk.Shape, context: int, tile_batch: 
         }
         variants = []
         if batch in split_batches:
-            variants += [("splits", op, f"num_splits={s}", {"num_splits": s})
+            variants += [("splits", op, _split_name(op, s, shape, context), {"num_splits": s})
                          for op in ("dense", "sparse") for s in splits]
             variants += [("chunks", "indexer", f"num_chunks={c}", {"num_chunks": c}) for c in chunks]
         if batch == tile_batch:
             variants += [("tile", op, _tile_name(t), {"config": t}) for op in ("dense", "sparse") for t in tiles]
         for op in ("dense", "sparse", "indexer"):
-            default_out = ops[op](0)
-            seconds, _ = bk.time_per_call(lambda i, fn=ops[op]: fn(i % layers), calls, device)
-            rows.append(_row("default", op, batch, "default", seconds, nbytes[op], copy_bw, default_out, default_out))
+            try:
+                default_out = ops[op](0)
+                seconds, graphed = bk.time_per_call(lambda i, fn=ops[op]: fn(i % layers), calls, device)
+                rows.append(_row("default", op, batch, "default", seconds, graphed, nbytes[op], copy_bw,
+                                 default_out, default_out))
+            except Exception as e:  # noqa: BLE001 - recorded; without a default its variants say nothing
+                rows.append(_error_row("default", op, batch, "default", e))
+                variants = [v for v in variants if v[1] != op]
             for sweep, _, name, kw in (v for v in variants if v[1] == op):
                 try:
                     out = ops[op](0, **kw)
-                    seconds, _ = bk.time_per_call(lambda i, fn=ops[op], kw=kw: fn(i % layers, **kw), calls, device)
-                    rows.append(_row(sweep, op, batch, name, seconds, nbytes[op], copy_bw, out, default_out))
+                    seconds, graphed = bk.time_per_call(lambda i, fn=ops[op], kw=kw: fn(i % layers, **kw), calls,
+                                                        device)
+                    rows.append(_row(sweep, op, batch, name, seconds, graphed, nbytes[op], copy_bw, out,
+                                     default_out))
                 except Exception as e:  # noqa: BLE001 - recorded: one variant the GPU cannot run ends nothing
-                    error = f"{type(e).__name__}: {str(e)[:200]}"
-                    rows.append({"sweep": sweep, "op": op, "batch": batch, "variant": name, "error": error})
-                    print(f"{sweep} {op} batch {batch} {name}: {error}", flush=True)
+                    rows.append(_error_row(sweep, op, batch, name, e))
+            if progress is not None:
+                progress(rows)
         del prob, ids, ops
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    default_us = {(r["op"], r["batch"]): r["us"] for r in rows if r["sweep"] == "default"}
+    default_us = {(r["op"], r["batch"]): r["us"] for r in rows if r["sweep"] == "default" and "us" in r}
     for r in rows:
         if "us" in r:
             r["speedup"] = default_us[r["op"], r["batch"]] / r["us"]
     return rows
 
 
+def splits_used(num_splits: int, entries: int, pages_per_block: int) -> int:
+    """Splits a request of ``entries`` page-list entries really spreads over when ``num_splits`` are asked
+    for: the launcher caps the grid at the blocks and ``MAX_SPLITS``, the kernel gives each split
+    ``MIN_BLOCKS_PER_SPLIT`` blocks at least, in whole blocks (``paged_decode._paged_decode_kernel``)."""
+    blocks = -(-entries // pages_per_block)
+    grid = max(1, min(num_splits, blocks, MAX_SPLITS))
+    splits = max(1, min(grid, -(-blocks // MIN_BLOCKS_PER_SPLIT)))
+    return -(-blocks // -(-blocks // splits))
+
+
+def _split_name(op: str, num_splits: int, shape: bk.Shape, context: int) -> str:
+    """``num_splits=8``, or ``num_splits=8 (uses 4)`` where the kernel spreads each request over fewer
+    (the sparse page list of ``budget`` entries has few blocks): such variants differ in empty programs only."""
+    elem = torch.tensor([], dtype=shape.dtype).element_size()
+    ppb = default_decode_launch(shape.page_size, shape.head_dim, elem).pages_per_block
+    entries = shape.budget if op == "sparse" else -(-context // shape.page_size)
+    used = splits_used(num_splits, entries, ppb)
+    return f"num_splits={num_splits}" + (f" (uses {used})" if used != num_splits else "")
+
+
+def _error_row(sweep: str, op: str, batch: int, name: str, e: Exception) -> dict:
+    error = f"{type(e).__name__}: {str(e)[:200]}"
+    print(f"{sweep} {op} batch {batch} {name}: {error}", flush=True)
+    return {"sweep": sweep, "op": op, "batch": batch, "variant": name, "error": error}
+
+
 def _tile_name(t: DecodeLaunch) -> str:
     return f"ppb={t.pages_per_block} stages={t.num_stages} warps={t.num_warps}"
 
 
-def _row(sweep, op, batch, name, seconds, nbytes, copy_bw, out, default_out) -> dict:
+def _row(sweep, op, batch, name, seconds, graphed, nbytes, copy_bw, out, default_out) -> dict:
+    # cuda_graph False: capture failed and eager calls were timed, launch overhead included
     row = {"sweep": sweep, "op": op, "batch": batch, "variant": name, "us": seconds * 1e6,
-           "GB/s": nbytes / seconds / 1e9, "pct_copy": 100 * nbytes / seconds / copy_bw}
+           "GB/s": nbytes / seconds / 1e9, "pct_copy": 100 * nbytes / seconds / copy_bw, "cuda_graph": graphed}
     if op == "indexer":
         row["pages_equal"] = bool(torch.equal(out, default_out))
     else:
@@ -139,7 +181,7 @@ def best_rows(rows: list[dict]) -> list[dict]:
     for r in rows:
         if r["sweep"] != "default" and "us" in r and agrees(r):
             groups.setdefault((r["sweep"], r["op"], r["batch"]), []).append(r)
-    default = {(r["op"], r["batch"]): r for r in rows if r["sweep"] == "default"}
+    default = {(r["op"], r["batch"]): r for r in rows if r["sweep"] == "default" and "us" in r}
     failed: dict[tuple, int] = {}
     for r in rows:
         if "error" in r or ("us" in r and not agrees(r)):
@@ -167,14 +209,20 @@ def main(argv=None) -> dict:
     device = torch.device("cpu" if CPU_SMOKE else "cuda")
     torch.manual_seed(0)
     setup = sweep_setup(CPU_SMOKE)
-    rows = run_sweeps(device, **setup)
-    best = best_rows(rows)
     shape, context = setup["shape"], setup["context"]
     result = {"device": bk.device_info(device), "shape": {k: str(v) for k, v in vars(shape).items()},
-              "context": context, "default_tile": default_tile(shape), "best": best, "rows": rows}
+              "context": context, "default_tile": default_tile(shape), "complete": False, "best": [], "rows": []}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str))
+
+    def write(rows: list[dict], complete: bool = False) -> None:  # after every op: a stopped run keeps its rows
+        result.update(rows=rows, complete=complete)
+        out.write_text(json.dumps(result, indent=2, default=str))
+
+    rows = run_sweeps(device, **setup, progress=write)
+    best = best_rows(rows)
+    result["best"] = best
+    write(rows, complete=True)
     print(f"default tile: {result['default_tile']}; context {context}")
     print(f"{'sweep':<7} {'op':<8} {'batch':>5} {'default us':>10} {'best':<28} {'best us':>9} {'x':>5} "
           f"{'%copy':>6} {'n':>3} {'fail':>4}")

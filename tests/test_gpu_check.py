@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,3 +127,53 @@ def test_greedy_agreement_compares_up_to_the_first_flip():
     # a wrong graph: its max log-prob is far off where it diverges
     first, worst = agree([1, 2], [-0.5, -0.7], [1, 8], [-0.5, -3.0])
     assert first == 1 and worst > graph_checks.GRAPH_LOGPROB_TOL
+
+
+def _sweep_kernels():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sweep_kernels", ROOT / "scripts" / "sweep_kernels.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sweep_names_the_splits_a_request_really_uses():
+    """The kernel gives each split 2 blocks at least and caps the grid at the blocks: a sparse list of 32
+    pages in blocks of 4 (8 blocks) spreads over 4 splits whatever more is asked for; dense 16K (256 blocks)
+    over all 16. Worked by hand from ``_paged_decode_kernel``'s split sizing."""
+    sk = _sweep_kernels()
+    assert [sk.splits_used(s, 32, 4) for s in (1, 2, 4, 8, 16)] == [1, 2, 4, 4, 4]
+    assert [sk.splits_used(s, 1024, 4) for s in (1, 2, 4, 8, 16, 32)] == [1, 2, 4, 8, 16, 16]
+    assert sk.splits_used(3, 32, 4) == 3  # 8 blocks in splits of 3: 3, 3, 2
+    assert sk.splits_used(4, 20, 4) == 3  # 5 blocks, at most 3 splits of 2 blocks: 2, 2, 1
+    shape = sk.bk.Shape()  # bf16 head_dim 128: default 4 pages a block
+    assert sk._split_name("sparse", 16, shape, 16384) == "num_splits=16 (uses 4)"
+    assert sk._split_name("dense", 16, shape, 16384) == "num_splits=16"
+
+
+def test_sweep_keeps_going_and_reports_progress_when_a_default_launch_fails(monkeypatch):
+    """An op whose default launch raises (a GPU that cannot run it, a poisoned context) is a row with its
+    error: the other ops are still timed, and ``progress`` saw the rows as they came (what a sweep stopped
+    at its time limit leaves on disk)."""
+    sk = _sweep_kernels()
+    real = sk.kernels.sparse_decode_attention
+
+    def broken(*args, config=None, num_splits=None, **kw):
+        if config is None and num_splits is None:
+            raise RuntimeError("sparse default cannot launch")
+        return real(*args, config=config, num_splits=num_splits, **kw)
+
+    monkeypatch.setattr(sk.kernels, "sparse_decode_attention", broken)
+    setup = {**sk.sweep_setup(True), "split_batches": (2,), "splits": (1,), "chunks": (1,),
+             "tiles": [sk.DecodeLaunch(2, 2)]}
+    seen = []
+    rows = sk.run_sweeps(torch.device("cpu"), **setup, progress=lambda r: seen.append(len(r)))
+    by = {(r["sweep"], r["op"], r["variant"]): r for r in rows}
+    assert by["default", "sparse", "default"]["error"] == "RuntimeError: sparse default cannot launch"
+    assert not any(r["op"] == "sparse" and r["sweep"] != "default" for r in rows)  # nothing to compare with
+    assert {("default", "dense"), ("default", "indexer"), ("tile", "dense"), ("splits", "dense"),
+            ("chunks", "indexer")} <= {(r["sweep"], r["op"]) for r in rows if "us" in r}
+    assert seen == [2 + 1, 2 + 1 + 1, len(rows)]  # dense (default, split, tile), sparse, indexer (default, chunk)
+    assert {(b["sweep"], b["op"]) for b in sk.best_rows(rows)} == {("tile", "dense"), ("splits", "dense"),
+                                                                   ("chunks", "indexer")}
