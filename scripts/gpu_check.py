@@ -46,7 +46,9 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
+STARTED = time.monotonic()  # --total-limit-s counts from here: importing torch and CUDA's start-up are in it
+
+import torch  # noqa: E402
 
 CPU_SMOKE = "--cpu-smoke" in sys.argv or not torch.cuda.is_available()
 if CPU_SMOKE:  # before anything imports Triton
@@ -84,6 +86,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 PHASE_LIMIT_S = {"kernels": 150, "graphs": 120, "kernel_timings": 120, "grpo": 120, "rollout": 240,
                  "kernel_sweep": 150, "sglang": 150}
 MIN_PHASE_S = 20  # under --total-limit-s, a phase left less than this is skipped
+CELL_CHARS = 160  # longest text printed in one table cell (errors): the table is what a device reply ends with
 
 
 def run_isolated(name: str, args: argparse.Namespace, out: Path, limit: float) -> dict:
@@ -292,7 +295,7 @@ def print_table(info: dict, phases: list[dict]) -> None:
           f"transformers {info['transformers']}")
     for phase in phases:
         print(f"\n[{phase['phase']}] {'ok' if phase['ok'] else 'FAILED'} ({phase['seconds']:.1f} s)"
-              + (f"  error: {phase['error']}" if phase["error"] else ""))
+              + (f"  error: {_cell(phase['error'])}" if phase["error"] else ""))
         if not phase["rows"]:
             continue
         keys = list(dict.fromkeys(k for r in phase["rows"] for k in r))
@@ -304,7 +307,10 @@ def print_table(info: dict, phases: list[dict]) -> None:
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
-    return "" if value is None else str(value)
+    text = "" if value is None else str(value)
+    # A Triton compile error or a traceback can run to kilobytes: the table must stay within the device
+    # reply's last 12,000 characters; the JSON keeps the whole text.
+    return text if len(text) <= CELL_CHARS else text[:CELL_CHARS - 3] + "..."
 
 
 def main(argv=None) -> int:
@@ -331,7 +337,7 @@ def main(argv=None) -> int:
     artifacts = Path(args.artifacts_dir) if args.artifacts_dir else out.parent
     artifacts.mkdir(parents=True, exist_ok=True)
     isolate = (not CPU_SMOKE) if args.isolate is None else args.isolate
-    deadline = time.monotonic() + (args.total_limit_s if args.total_limit_s is not None else float("inf"))
+    deadline = STARTED + (args.total_limit_s if args.total_limit_s is not None else float("inf"))
     results = []
     for name in wanted:
         left = deadline - time.monotonic()

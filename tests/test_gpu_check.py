@@ -177,3 +177,20 @@ def test_sweep_keeps_going_and_reports_progress_when_a_default_launch_fails(monk
     assert seen == [2 + 1, 2 + 1 + 1, len(rows)]  # dense (default, split, tile), sparse, indexer (default, chunk)
     assert {(b["sweep"], b["op"]) for b in sk.best_rows(rows)} == {("tile", "dense"), ("splits", "dense"),
                                                                    ("chunks", "indexer")}
+
+
+def test_table_cells_stay_short_so_the_table_ends_the_device_reply(capsys):
+    """A phase error can be a Triton compile error of kilobytes; the table printed last must still fit the
+    device reply's 12,000 characters, so a cell is cut (the JSON keeps the whole text)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "scripts" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    long = "CompilationError: " + "x" * 20000
+    info = {"device": "d", "torch": "t", "triton": "tr", "transformers": "tf"}
+    gpu_check.print_table(info, [{"phase": "kernels", "ok": False, "seconds": 1.0, "error": long,
+                                  "rows": [{"check": "a", "error": long, "ok": False}]}])
+    printed = capsys.readouterr().out
+    assert len(printed) < 1000 and "CompilationError: xxx" in printed
+    assert max(len(line) for line in printed.splitlines()) <= gpu_check.CELL_CHARS + 40
