@@ -18,9 +18,10 @@ mkdir -p "$OUT"
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || echo "no nvidia-smi" > "$OUT/nvidia-smi.txt"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY="${PYTHON:-python3}"
+TOTAL_LIMIT_S="${TOTAL_LIMIT_S:-540}"  # whole seconds below: bash arithmetic has no fractions
 "$PY" -c "import torch, triton, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 'triton', triton.__version__, 'transformers', transformers.__version__, 'gpu', torch.cuda.is_available() \
 and torch.cuda.get_device_name())"
 # The seconds spent above (nvidia-smi, the first imports on a cold disk) come off the total.
-"$PY" scripts/gpu_check.py --out "$OUT/gpu_check.json" --total-limit-s "$(( ${TOTAL_LIMIT_S:-540} - SECONDS ))" "$@" \
+"$PY" scripts/gpu_check.py --out "$OUT/gpu_check.json" --total-limit-s "$(( ${TOTAL_LIMIT_S%%.*} - SECONDS ))" "$@" \
   2>&1 | tee "$OUT/gpu_check.log"
