@@ -82,7 +82,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # Seconds each phase may take on one H200 in its own process (start-up included), about twice the estimate;
-# the sum, 15 minutes, is an upper bound: the loan ends first only if every phase overruns.
+# their sum is past any device call: --total-limit-s (device_gpu_check.sh: 540 s) bounds the whole check.
 PHASE_LIMIT_S = {"kernels": 150, "graphs": 120, "kernel_timings": 120, "grpo": 120, "rollout": 240,
                  "kernel_sweep": 150, "sglang": 150}
 MIN_PHASE_S = 20  # under --total-limit-s, a phase left less than this is skipped
