@@ -99,7 +99,7 @@ def run_isolated(name: str, args: argparse.Namespace, out: Path, limit: float) -
     child_out = Path(tempfile.gettempdir()) / f"gpu_check.{os.getpid()}.{name}.json"
     child_out.unlink(missing_ok=True)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--phases", name, "--no-isolate", "--out", str(child_out),
-           "--artifacts-dir", str(out.parent)]
+           "--artifacts-dir", str(args.artifacts_dir or out.parent)]
     if args.gen_len is not None:
         cmd += ["--gen-len", str(args.gen_len)]
     if CPU_SMOKE:
