@@ -194,3 +194,20 @@ def test_table_cells_stay_short_so_the_table_ends_the_device_reply(capsys):
     printed = capsys.readouterr().out
     assert len(printed) < 1000 and "CompilationError: xxx" in printed
     assert max(len(line) for line in printed.splitlines()) <= gpu_check.CELL_CHARS + 40
+
+
+def test_sweep_best_rows_hold_variants_to_the_outputs_scale():
+    """Attention over 16K random tokens has outputs of ~0.05: a variant 0.01 off (a fifth of the largest
+    output, far past bf16 rounding) computes something else and must not be picked, however fast; one an
+    ulp off agrees. Rows as ``run_sweeps`` makes them (its ``_row`` on hand-made outputs)."""
+    sk = _sweep_kernels()
+    default = torch.full((2, 4, 8), 0.05)
+    args = dict(graphed=True, nbytes=1e6, copy_bw=1e12, default_out=default)
+    rows = [sk._row("default", "dense", 32, "default", 2e-5, out=default, **args),
+            sk._row("tile", "dense", 32, "fast but off", 1e-5, out=default + 0.01, **args),
+            sk._row("tile", "dense", 32, "an ulp off", 1.5e-5, out=default + 2e-4, **args)]
+    for r in rows:
+        r["speedup"] = 2e-5 * 1e6 / r["us"]
+    (best,) = sk.best_rows(rows)
+    assert best["best"] == "an ulp off" and best["failed"] == 1 and best["variants"] == 1
+    assert rows[1]["rel_diff"] == pytest.approx(0.2)
