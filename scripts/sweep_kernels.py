@@ -16,6 +16,9 @@ variant that computes something else shows. A variant the
 GPU cannot run (too much shared memory, say) is recorded with its error and the sweep goes on. Timing is
 ``bench_kernels.time_per_call`` (CUDA graphs of several calls, inputs cycled over several layers' queries
 and centroids, median of 5); bandwidth is each op's fewest bytes (``bench_kernels.traffic``) over time.
+``l2_hot``: what the cycled calls read is under twice the L2 (the sparse kernel and the indexer at batch 1
+and 4, dense at batch 1), so those times are L2's, faster than a decode step's cold reads: compare
+variants there with that in mind.
 
     python scripts/sweep_kernels.py                # on a GPU: about a minute, most of it compiling
     python scripts/sweep_kernels.py --cpu-smoke    # tiny shapes in the Triton interpreter
@@ -81,11 +84,13 @@ def run_sweeps(device: torch.device, shape: bk.Shape, context: int, tile_batch: 
     called after every op, so a run stopped at its time limit leaves what it measured. An op whose
     default launch fails is recorded with its error and its variants are skipped: the other ops go on."""
     copy_bw = bk.copy_bandwidth(device)
+    l2 = torch.cuda.get_device_properties(device).L2_cache_size if device.type == "cuda" else 0
     rows = []
     for batch in sorted(set(split_batches) | {tile_batch}, key=lambda b: (b != tile_batch, b)):
         prob = bk.make_problem(batch, context, shape, layers, device)
         nbytes = bk.traffic(batch, context, shape)
         nbytes["sparse"] -= nbytes["indexer"]  # attention alone here: its page lists are computed beforehand
+        kv_bytes = 2 * prob["k_cache"].numel() * prob["k_cache"].element_size()
         cache = (prob["k_cache"], prob["v_cache"], prob["page_table"], prob["seq_lens"])
         ids = [bk.indexer_triton(prob, i, shape) for i in range(layers)]  # the sparse kernel's inputs
 
@@ -124,6 +129,10 @@ def run_sweeps(device: torch.device, shape: bk.Shape, context: int, tile_batch: 
                                      default_out))
                 except Exception as e:  # noqa: BLE001 - recorded: one variant the GPU cannot run ends nothing
                     rows.append(_error_row(sweep, op, batch, name, e))
+            for r in rows:
+                if r["op"] == op and r["batch"] == batch and "us" in r:
+                    # True: served from L2, faster than HBM can be; not what a decode step sees
+                    r["l2_hot"] = working_set(op, nbytes, layers, kv_bytes) < 2 * l2
             if progress is not None:
                 progress(rows)
         del prob, ids, ops
@@ -134,6 +143,13 @@ def run_sweeps(device: torch.device, shape: bk.Shape, context: int, tile_batch: 
         if "us" in r:
             r["speedup"] = default_us[r["op"], r["batch"]] / r["us"]
     return rows
+
+
+def working_set(op: str, nbytes: dict, layers: int, kv_bytes: int) -> int:
+    """Bytes the calls cycled over ``layers`` read in all: the one cache for dense, each layer's pages of it
+    for sparse (at most the whole cache), each layer's centroids for the indexer."""
+    return {"dense": nbytes["dense"], "sparse": min(layers * nbytes["sparse"], kv_bytes),
+            "indexer": layers * nbytes["indexer"]}[op]
 
 
 def splits_used(num_splits: int, entries: int, pages_per_block: int) -> int:
@@ -199,7 +215,7 @@ def best_rows(rows: list[dict]) -> list[dict]:
         out.append({"sweep": sweep, "op": op, "batch": batch, "default_us": d["us"],
                     "default_pct_copy": d["pct_copy"], "best": best["variant"], "best_us": best["us"],
                     "best_pct_copy": best["pct_copy"], "speedup": best["speedup"],
-                    "variants": len(group), "failed": failed.get((sweep, op, batch), 0)})
+                    "variants": len(group), "failed": failed.get((sweep, op, batch), 0), "l2_hot": d.get("l2_hot")})
     return out
 
 

@@ -211,3 +211,23 @@ def test_sweep_best_rows_hold_variants_to_the_outputs_scale():
     (best,) = sk.best_rows(rows)
     assert best["best"] == "an ulp off" and best["failed"] == 1 and best["variants"] == 1
     assert rows[1]["rel_diff"] == pytest.approx(0.2)
+
+
+def test_sweep_flags_the_configs_whose_reads_fit_in_l2():
+    """Cycled over 4 layers, what a sweep's calls read decides whether HBM or L2 serves them: at the real
+    shape (a token of all KV heads is 8 x 128 x 2 B = 2 KiB) dense batch 1 reads 64 MiB, sparse 2 MiB a
+    layer from batch 1's 64 MiB cache, the indexer 2 MiB of centroids a layer. Against H200's 60 MiB L2
+    (times 2) those and batch 4's sparse / indexer reads are L2-hot; batch 4's dense and batch 32 are not."""
+    sk = _sweep_kernels()
+    shape, l2, mib = sk.bk.Shape(), 60 * 2**20, 2**20
+    hot = {}
+    for batch in (1, 4, 32):
+        nbytes = sk.bk.traffic(batch, 16384, shape)
+        nbytes["sparse"] -= nbytes["indexer"]
+        kv = 2 * batch * 1024 * 16 * 2048
+        work = {op: sk.working_set(op, nbytes, 4, kv) for op in ("dense", "sparse", "indexer")}
+        if batch == 1:
+            assert work == {"dense": 64 * mib, "sparse": 8 * mib, "indexer": 8 * mib}
+        hot.update({(op, batch): w < 2 * l2 for op, w in work.items()})
+    assert {k for k, v in hot.items() if v} == {("dense", 1), ("sparse", 1), ("indexer", 1), ("sparse", 4),
+                                                  ("indexer", 4)}
