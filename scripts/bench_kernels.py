@@ -210,6 +210,20 @@ def traffic(batch: int, context: int, shape: Shape) -> dict:
     return {"dense": 2 * batch * context * row, "indexer": centroids, "sparse": selected + centroids}
 
 
+def working_set(op: str, nbytes: dict, layers: int, kv_bytes: int) -> int:
+    """Bytes that calls of ``op`` cycled over ``layers`` query/centroid sets read in all (``nbytes``: one
+    call's, from :func:`traffic`): the one cache for dense; each layer's pages of it for the sparse attention
+    (``attention``; at most the whole cache); each layer's centroids for the indexer; both for ``sparse``.
+    Under about twice the L2, the timed calls read from L2, faster than a decode step's cold reads."""
+    selected = min(layers * (nbytes["sparse"] - nbytes["indexer"]), kv_bytes)
+    return {"dense": nbytes["dense"], "indexer": layers * nbytes["indexer"], "attention": selected,
+            "sparse": selected + layers * nbytes["indexer"]}[op]
+
+
+def l2_bytes(device) -> int:
+    return torch.cuda.get_device_properties(device).L2_cache_size if device.type == "cuda" else 0
+
+
 def check(prob, shape: Shape) -> dict:
     """Agreement of the Triton ops with the torch references on layer 0."""
     dense_err = (dense_triton(prob, 0).float() - dense_torch(prob, 0, shape).float()).abs().max()
@@ -233,13 +247,15 @@ def bench_config(batch: int, context: int, shape: Shape, args, device, copy_bw: 
     }
     checks = check(prob, shape)
     nbytes = traffic(batch, context, shape)
+    kv_bytes, l2 = 2 * prob["k_cache"].numel() * prob["k_cache"].element_size(), l2_bytes(device)
     rows = []
     for (op, impl), fn in ops.items():
         seconds, graphed = time_per_call(fn, args.calls, device)
         bw = nbytes[op] / seconds
         rows.append({"batch": batch, "context": context, "op": op, "impl": impl, "us": seconds * 1e6,
                      "GB/s": bw / 1e9, "pct_copy": 100 * bw / copy_bw, "bytes": nbytes[op],
-                     "cuda_graph": graphed, **checks})
+                     "cuda_graph": graphed, "l2_hot": working_set(op, nbytes, layers, kv_bytes) < 2 * l2,
+                     **checks})
     del prob, ops
     if device.type == "cuda":
         torch.cuda.empty_cache()

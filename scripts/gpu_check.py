@@ -148,7 +148,8 @@ def phase_kernel_timings(device: torch.device) -> list[Row]:
     rows = []
     for batch, context in ([(1, 64), (2, 100)] if CPU_SMOKE else [(1, 16384), (4, 16384), (32, 16384)]):
         for row in bench_kernels.bench_config(batch, context, shape, args, device, copy_bw):
-            rows.append({k: row[k] for k in ("batch", "context", "op", "impl", "us", "GB/s", "pct_copy", "cuda_graph")})
+            keep = ("batch", "context", "op", "impl", "us", "GB/s", "pct_copy", "cuda_graph", "l2_hot")
+            rows.append({k: row[k] for k in keep})
     rows.append({"op": "copy", "GB/s": copy_bw / 1e9})
     return rows
 

@@ -84,12 +84,12 @@ def run_sweeps(device: torch.device, shape: bk.Shape, context: int, tile_batch: 
     called after every op, so a run stopped at its time limit leaves what it measured. An op whose
     default launch fails is recorded with its error and its variants are skipped: the other ops go on."""
     copy_bw = bk.copy_bandwidth(device)
-    l2 = torch.cuda.get_device_properties(device).L2_cache_size if device.type == "cuda" else 0
+    l2 = bk.l2_bytes(device)
     rows = []
     for batch in sorted(set(split_batches) | {tile_batch}, key=lambda b: (b != tile_batch, b)):
         prob = bk.make_problem(batch, context, shape, layers, device)
-        nbytes = bk.traffic(batch, context, shape)
-        nbytes["sparse"] -= nbytes["indexer"]  # attention alone here: its page lists are computed beforehand
+        traffic = bk.traffic(batch, context, shape)
+        nbytes = dict(traffic, sparse=traffic["sparse"] - traffic["indexer"])  # attention alone: lists precomputed
         kv_bytes = 2 * prob["k_cache"].numel() * prob["k_cache"].element_size()
         cache = (prob["k_cache"], prob["v_cache"], prob["page_table"], prob["seq_lens"])
         ids = [bk.indexer_triton(prob, i, shape) for i in range(layers)]  # the sparse kernel's inputs
@@ -132,7 +132,8 @@ def run_sweeps(device: torch.device, shape: bk.Shape, context: int, tile_batch: 
             for r in rows:
                 if r["op"] == op and r["batch"] == batch and "us" in r:
                     # True: served from L2, faster than HBM can be; not what a decode step sees
-                    r["l2_hot"] = working_set(op, nbytes, layers, kv_bytes) < 2 * l2
+                    r["l2_hot"] = bk.working_set("attention" if op == "sparse" else op, traffic, layers,
+                                                 kv_bytes) < 2 * l2
             if progress is not None:
                 progress(rows)
         del prob, ids, ops
@@ -143,13 +144,6 @@ def run_sweeps(device: torch.device, shape: bk.Shape, context: int, tile_batch: 
         if "us" in r:
             r["speedup"] = default_us[r["op"], r["batch"]] / r["us"]
     return rows
-
-
-def working_set(op: str, nbytes: dict, layers: int, kv_bytes: int) -> int:
-    """Bytes the calls cycled over ``layers`` read in all: the one cache for dense, each layer's pages of it
-    for sparse (at most the whole cache), each layer's centroids for the indexer."""
-    return {"dense": nbytes["dense"], "sparse": min(layers * nbytes["sparse"], kv_bytes),
-            "indexer": layers * nbytes["indexer"]}[op]
 
 
 def splits_used(num_splits: int, entries: int, pages_per_block: int) -> int:

@@ -223,11 +223,10 @@ def test_sweep_flags_the_configs_whose_reads_fit_in_l2():
     hot = {}
     for batch in (1, 4, 32):
         nbytes = sk.bk.traffic(batch, 16384, shape)
-        nbytes["sparse"] -= nbytes["indexer"]
         kv = 2 * batch * 1024 * 16 * 2048
-        work = {op: sk.working_set(op, nbytes, 4, kv) for op in ("dense", "sparse", "indexer")}
+        work = {op: sk.bk.working_set(op, nbytes, 4, kv) for op in ("dense", "attention", "indexer", "sparse")}
         if batch == 1:
-            assert work == {"dense": 64 * mib, "sparse": 8 * mib, "indexer": 8 * mib}
+            assert work == {"dense": 64 * mib, "attention": 8 * mib, "indexer": 8 * mib, "sparse": 16 * mib}
         hot.update({(op, batch): w < 2 * l2 for op, w in work.items()})
-    assert {k for k, v in hot.items() if v} == {("dense", 1), ("sparse", 1), ("indexer", 1), ("sparse", 4),
-                                                  ("indexer", 4)}
+    assert {k for k, v in hot.items() if v} == {("dense", 1), ("attention", 1), ("indexer", 1), ("sparse", 1),
+                                                  ("attention", 4), ("indexer", 4), ("sparse", 4)}
