@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import gc
 import glob
+import hashlib
 import importlib.util
 import inspect
 import json
@@ -44,6 +45,7 @@ QWEN3 = {  # the published Qwen3 configs (architecture fields only)
 COMMON = dict(vocab_size=151936, head_dim=128, max_position_embeddings=40960, rms_norm_eps=1e-6,
               rope_theta=1000000.0, hidden_act="silu")
 GPU_DEFAULTS = dict(model="qwen3-0.6b", requests=32, n=8, prompt_len=300, gen_len=16384, budget_pages=32)
+SERIAL = ":serial"  # a --flows entry with this suffix runs without overlap scheduling
 CPU_DEFAULTS = dict(model="tiny", requests=8, n=4, prompt_len=48, gen_len=48, budget_pages=4)
 
 
@@ -56,7 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--gen-len", type=int, default=None, help="generated tokens per sample")
     p.add_argument("--budget-pages", type=int, default=None)
     p.add_argument("--page-size", type=int, default=16)
-    p.add_argument("--flows", default="dense,block_sparse_attention")
+    p.add_argument("--flows", default="dense,block_sparse_attention",
+                   help=f"comma separated; a flow with {SERIAL!r} appended runs without overlap scheduling")
     p.add_argument("--max-num-seqs", type=int, default=None, help="default: --requests")
     p.add_argument("--kv-cache-memory-gb", type=float, default=None)
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
@@ -116,8 +119,10 @@ def workload(args) -> list[list[int]]:
     return [[rng.randrange(1, 30000 if args.model != "tiny" else 500) for _ in range(L)] for L in lengths]
 
 
-def run_flow(flow: str, args, prompts, device, dtype) -> dict:
-    config = EngineConfig(
+def run_flow(spec: str, args, prompts, device, dtype) -> dict:
+    """One engine run of ``spec``: a flow name, ``":serial"`` appended to turn overlap scheduling off."""
+    flow, overlap = spec.removesuffix(SERIAL), not spec.endswith(SERIAL)
+    config = EngineConfig(overlap_schedule=overlap,
         flow=flow, sparse=SparseConfig(page_size=args.page_size, budget_pages=args.budget_pages),
         max_num_seqs=args.max_num_seqs or args.requests, max_model_len=max(map(len, prompts)) + args.gen_len,
         kv_cache_memory_gb=args.kv_cache_memory_gb, gpu_memory_utilization=args.gpu_memory_utilization,
@@ -130,40 +135,47 @@ def run_flow(flow: str, args, prompts, device, dtype) -> dict:
     engine.reset_stats()
     params = SamplingParams(temperature=1.0, max_new_tokens=args.gen_len, ignore_eos=True, seed=args.seed)
     timer = DecodeForwardTimer(engine.runner, device)
-    engine.generate(prompts, params, n=args.n, use_tqdm=True)
+    completions = engine.generate(prompts, params, n=args.n, use_tqdm=True)
     stats = engine.stats.as_dict()
+    # Same seeds, same batches: a flow must sample the same tokens with and without overlap.
+    digest = hashlib.sha1(json.dumps([c.token_ids for group in completions for c in group]).encode())
     steps = stats["decode_steps"]
     if steps:  # where a decode step's time goes: the forward, and the rest (scheduler, sampling, host)
         decode_s = stats["elapsed_s"] - timer.total_s(prefill=True)  # prefills' sampling stays in: a few steps
         stats["forward_ms_per_step"] = 1e3 * timer.total_s() / steps
         stats["other_ms_per_step"] = 1e3 * decode_s / steps - stats["forward_ms_per_step"]
+        # Host work per step: the wall time not spent waiting for sampled tokens (with overlap, the
+        # step rate is the larger of this and the device's time per step).
+        stats["host_ms_per_step"] = 1e3 * (stats["elapsed_s"] - stats["token_wait_s"]) / (steps + stats["prefill_steps"])
     del engine
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return {"flow": flow, "setup_s": setup_s, **stats}
+    return {"run": spec, "flow": flow, "overlap": overlap, "tokens_sha1": digest.hexdigest()[:16],
+            "setup_s": setup_s, **stats}
 
 
 class DecodeForwardTimer:
     """Times ``runner.run`` without adding a sync: on CUDA, events around each call, read once at the end.
-    A step starts with the GPU idle (the previous one ended on copying its sampled tokens to the host), so
-    the start event marks the call's start and the end event the forward's end: their gap is the call's
-    host work (inputs, launches or graph replay) or its device time, whichever is longer. On CPU, the wall
-    clock of the call. Decode and prefill calls are summed apart."""
+    Without overlap scheduling a step starts with the GPU idle (the previous one ended on copying its
+    sampled tokens to the host), so the events' gap is the call's host work (inputs, launches or graph
+    replay) or its device time, whichever is longer. With overlap the start event waits behind the
+    previous step's sampling on the stream, so the gap is the forward's device time plus any wait for
+    the host's inputs. On CPU, the wall clock of the call. Decode and prefill calls are summed apart."""
 
     def __init__(self, runner, device: torch.device):
         self.inner, self.cuda, self.spans = runner.run, device.type == "cuda", {True: [], False: []}
         runner.run = self  # the engine calls runner.run(batch): this instance now stands there
 
-    def __call__(self, batch):
+    def __call__(self, batch, **kwargs):
         if not self.cuda:
             start = time.perf_counter()
-            out = self.inner(batch)
+            out = self.inner(batch, **kwargs)
             self.spans[batch.is_prefill].append(time.perf_counter() - start)
             return out
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        out = self.inner(batch)
+        out = self.inner(batch, **kwargs)
         end.record()
         self.spans[batch.is_prefill].append((start, end))
         return out
@@ -339,22 +351,31 @@ def main(argv=None) -> dict:
         report["results"].append(run_flow(flow, args, prompts, device, dtype))
         with open(args.output, "w") as f:
             json.dump(report, f, indent=2)
-    by_flow = {r["flow"]: r for r in report["results"]}
-    if "dense" in by_flow and len(by_flow) > 1:
-        base = by_flow["dense"]["tokens_per_s"]
-        for r in report["results"]:
-            r["speedup_vs_dense"] = r["tokens_per_s"] / base if base else float("nan")
-        with open(args.output, "w") as f:
-            json.dump(report, f, indent=2)
+    by_run = {r["run"]: r for r in report["results"]}
+    for r in report["results"]:
+        base = by_run.get("dense" + ("" if r["overlap"] else SERIAL), by_run.get("dense"))
+        if base is not None and base["tokens_per_s"]:
+            r["speedup_vs_dense"] = r["tokens_per_s"] / base["tokens_per_s"]
+        twin = by_run.get(r["flow"]) if not r["overlap"] else None
+        if twin is not None:  # the serial run's gain from overlap, and whether both sampled the same tokens
+            r["overlap_speedup"] = twin["tokens_per_s"] / r["tokens_per_s"] if r["tokens_per_s"] else None
+            r["tokens_match_overlap"] = r["tokens_sha1"] == twin["tokens_sha1"]
+    with open(args.output, "w") as f:
+        json.dump(report, f, indent=2)
     print(f"\ndevice: {report['device']}  model: {args.model}  requests: {len(prompts)} prompts x {args.n} = "
           f"{len(prompts) * args.n}  gen: {args.gen_len}  page {args.page_size}  budget {args.budget_pages}")
-    print(f"{'flow':<24}{'tokens/s':>12}{'vs dense':>10}{'time (s)':>10}{'fwd ms':>8}{'other ms':>9}"
+    print(f"{'run':<30}{'tokens/s':>12}{'vs dense':>10}{'time (s)':>10}{'fwd ms':>8}{'other ms':>9}{'host ms':>8}"
           f"{'peak pages':>12}{'pages':>8}{'preempt':>9}")
     for r in report["results"]:
-        print(f"{r['flow']:<24}{r['tokens_per_s']:>12.1f}{r.get('speedup_vs_dense', 1.0):>10.2f}"
+        print(f"{r['run']:<30}{r['tokens_per_s']:>12.1f}{r.get('speedup_vs_dense', float('nan')):>10.2f}"
               f"{r['elapsed_s']:>10.1f}{r.get('forward_ms_per_step', float('nan')):>8.2f}"
-              f"{r.get('other_ms_per_step', float('nan')):>9.2f}{r['peak_pages']:>12d}{r['num_pages']:>8d}"
+              f"{r.get('other_ms_per_step', float('nan')):>9.2f}{r.get('host_ms_per_step', float('nan')):>8.2f}"
+              f"{r['peak_pages']:>12d}{r['num_pages']:>8d}"
               f"{r['preemptions']:>9d}")
+    for r in report["results"]:
+        if "overlap_speedup" in r:
+            print(f"overlap scheduling: {r['flow']} {r['overlap_speedup']:.2f}x the serial run's tokens/s; "
+                  f"same tokens: {r['tokens_match_overlap']}")
     print(f"written: {args.output}")
     return report
 

@@ -105,6 +105,7 @@ def replay_vs_eager(engine, prompts: list[list[int]]) -> float:
     try:
         while any(not seq.completion_ids for seq in seqs):
             engine.step()  # the prefills (one step when they fit one chunk), each request's first token
+        engine.flush()  # read those tokens: the batch below is fed from the host
         batch = engine.scheduler.schedule()
         if batch.is_prefill or not batch.seqs:
             raise RuntimeError(f"replay_vs_eager: expected a decode step of {len(prompts)} requests, got "

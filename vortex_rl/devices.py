@@ -45,3 +45,16 @@ def resolve_device(name: str, key: str = "device") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"{key}={name!r} but CUDA is not available here; use {key}=cpu (or auto)")
     return device
+
+
+def to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy a host tensor to ``device`` without making the host wait for the device.
+
+    On CUDA the bytes go through pinned memory: a copy from pageable memory may synchronise with the
+    stream, which would stall a host that prepares the next step while the device runs this one. The
+    pinned buffer comes from PyTorch's caching host allocator, which keeps it until the copy has run.
+    Elsewhere it is ``host.to(device)`` (no copy when ``device`` is the CPU).
+    """
+    if torch.device(device).type != "cuda":
+        return host.to(device)
+    return host.pin_memory().to(device, non_blocking=True)

@@ -27,6 +27,7 @@ def test_padded_rows_and_full_width_leave_real_rows_unchanged(make_tiny_hf_model
     for i, prompt in enumerate(PROMPTS):
         engine.add_request(prompt, GREEDY, prompt_index=i)
     engine.step()  # prefill all three
+    engine.flush()  # their first tokens read (overlap scheduling leaves them in flight)
     batch = engine.scheduler.schedule()
     assert not batch.is_prefill and len(batch.seqs) == 3
     runner = engine.runner
@@ -65,6 +66,7 @@ def test_static_buffers_take_each_batch_like_its_eager_inputs(make_tiny_hf_model
     for i, prompt in enumerate(PROMPTS):
         engine.add_request(prompt, GREEDY, prompt_index=i)
     engine.step()  # prefill all three
+    engine.flush()  # their first tokens read (overlap scheduling leaves them in flight)
     dtypes = {"page_table": torch.int32, "seq_lens": torch.int32}
     with torch.inference_mode():
         for batch in (engine.scheduler.schedule(), None):

@@ -33,7 +33,7 @@ def decoding(s: Scheduler, *requests: Sequence) -> list[Sequence]:
     batch = s.schedule()
     assert batch.is_prefill
     seqs = [seq for _, seq in s.complete_step(batch)]
-    s.append_tokens(seqs, [7] * len(seqs), [0.0] * len(seqs), [None] * len(seqs))
+    s.append_tokens(seqs, [q.append_pending() for q in seqs], [7] * len(seqs), [0.0] * len(seqs), [None] * len(seqs))
     return seqs
 
 

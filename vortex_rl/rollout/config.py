@@ -57,6 +57,12 @@ class EngineConfig:
     kernel_backend:
         ``"auto"`` (Triton on CUDA, the CPU kernels on CPU), ``"triton"``, ``"cpu"`` or ``"torch"`` (the
         plain-torch references); ``vortex_rl.sparse.backend`` says what each set holds.
+    overlap_schedule:
+        Schedule and launch each step before reading the tokens the previous one sampled (as SGLang's
+        overlap scheduler does), so the host's work for step ``t + 1`` (scheduling, inputs, sampling
+        parameters) runs while the device computes step ``t``. The next input ids are taken from the
+        sampled tokens on the device. The outputs are the same either way; a sample that stops on a
+        token runs one extra step whose token is discarded (``EngineStats.discarded_tokens``).
     seed:
         Seeds the per-request seeds of requests whose ``SamplingParams.seed`` is None, so a run of the
         engine is reproducible.
@@ -76,6 +82,7 @@ class EngineConfig:
     enforce_eager: bool = False
     cuda_graph_batch_sizes: tuple[int, ...] | None = None
     kernel_backend: str = "auto"
+    overlap_schedule: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -102,6 +109,8 @@ class EngineConfig:
             if not sizes or not all(isinstance(s, int) and s >= 1 for s in sizes):
                 raise ValueError(f"cuda_graph_batch_sizes={sizes!r} must be a non-empty tuple of positive ints")
             self.cuda_graph_batch_sizes = tuple(sorted(set(sizes)))
+        if not isinstance(self.overlap_schedule, bool):
+            raise ValueError(f"overlap_schedule={self.overlap_schedule!r} must be True or False")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed={self.seed!r} must be an int >= 0")
 

@@ -73,16 +73,23 @@ class DecodeGraphs:
             self.graphs[rows] = graph
         torch.cuda.synchronize(self.device)
 
-    def replay(self, host: dict[str, np.ndarray], batch: int) -> torch.Tensor:
+    def replay(self, host: dict[str, np.ndarray], batch: int,
+               fill_ids: Callable[[torch.Tensor], object] | None = None) -> torch.Tensor:
         """Copy the host arrays of a decode step (``rows_for(batch)`` rows, any page-table width up to the
-        buffers') into the static buffers and replay that graph; returns hidden states ``[batch, hidden]``."""
+        buffers') into the static buffers and replay that graph; returns hidden states ``[batch, hidden]``.
+        ``fill_ids(input_ids)``, when given, then writes the token ids the host does not know yet (overlap
+        scheduling) into the ``input_ids`` buffer."""
         rows, width = host["page_table"].shape
         for name, buffer in self.buffers.items():
             value = torch.from_numpy(host[name])
+            if self.device.type == "cuda":
+                value = value.pin_memory()  # a pageable source may make the host wait for the stream
             if name == "page_table":
                 buffer[:rows, :width].copy_(value, non_blocking=True)
                 buffer[:rows, width:].fill_(-1)
             else:
                 buffer[:rows].copy_(value, non_blocking=True)
+        if fill_ids is not None:
+            fill_ids(self.buffers["input_ids"][:rows])
         self.graphs[rows].replay()
         return self.outputs[rows][:batch]

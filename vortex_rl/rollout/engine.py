@@ -9,13 +9,14 @@ from typing import Iterable, Sequence as Seq
 
 import torch
 
-from vortex_rl.devices import resolve_device, torch_dtype
+from vortex_rl.devices import resolve_device, to_device, torch_dtype
 from vortex_rl.rollout.config import EngineConfig
 from vortex_rl.rollout.memory import GIB
 from vortex_rl.rollout.model_runner import ModelRunner
 from vortex_rl.rollout.model_source import ModelSource, open_source
 from vortex_rl.rollout.models import ModelArch
 from vortex_rl.rollout.page_manager import PageManager, pages_for
+from vortex_rl.rollout.sampled_step import SampledStep
 from vortex_rl.rollout.sampler import sample, sample_seed, sampling_tensors
 from vortex_rl.rollout.sampling_params import SamplingParams, params_for_prompts
 from vortex_rl.rollout.scheduler import Scheduler
@@ -52,6 +53,7 @@ class Engine:
         self._seeds = random.Random(config.seed)
         self._next_seq_id = 0
         self._finished: list[Sequence] = []  # finished or aborted since the last collect_finished()
+        self._in_flight: SampledStep | None = None  # the last step's tokens, not read yet (overlap_schedule)
 
     @classmethod
     def from_pretrained(cls, model, tokenizer=None, config: EngineConfig | None = None, *,
@@ -181,14 +183,18 @@ class Engine:
         Their pages are freed now; they finish with ``finish_reason="abort"`` and the tokens generated so
         far, and ``collect_finished`` returns them. Returns how many were aborted.
         """
+        self.flush()
         aborted = [a for seq in group for a in self.scheduler.abort(seq)]
         self._finished += aborted
+        self._count_memory()
         return len(aborted)
 
     def abort_all(self) -> int:
         """``abort_request`` for every request in flight; returns how many samples were aborted."""
+        self.flush()
         aborted = self.scheduler.abort_all()
         self._finished += aborted
+        self._count_memory()
         return len(aborted)
 
     def has_unfinished_requests(self) -> bool:
@@ -217,32 +223,51 @@ class Engine:
     @torch.inference_mode()
     def step(self) -> int:
         """Run one scheduler step (a prefill chunk or one decode token for every running sample) over all
-        requests in flight; returns how many samples finished, which ``collect_finished`` then returns."""
-        batch = self.scheduler.schedule()
-        logits = self.runner.run(batch)
-        samplers = self.scheduler.complete_step(batch)
-        finished = []
-        if samplers:
-            rows = torch.tensor([row for row, _ in samplers], device=logits.device)
-            seqs = [seq for _, seq in samplers]
-            out = sample(logits[rows], sampling_tensors(seqs, logits.shape[-1], logits.device))
-            finished = self.scheduler.append_tokens(seqs, out.tokens.tolist(), out.logprobs.tolist(),
-                                                    self._top_logprobs(seqs, out))
-            self.stats.generated_tokens += len(seqs)
-            self._finished += finished
-        self._count_step(batch)
+        requests in flight; returns how many samples finished, which ``collect_finished`` then returns.
+
+        With ``EngineConfig.overlap_schedule`` the tokens a step samples are read by the next call, after
+        it has launched its own step: the device runs one step while the host prepares the next."""
+        previous, self._in_flight = self._in_flight, None
+        batch = self.scheduler.schedule(tokens_in_flight=previous is not None)
+        launched = None
+        if batch is not None:
+            logits = self.runner.run(batch, feed=previous)
+            samplers = self.scheduler.complete_step(batch)
+            if samplers:
+                rows = [row for row, _ in samplers]
+                if rows != list(range(logits.shape[0])):  # prefill rows, forked samples sharing one
+                    logits = logits[to_device(torch.tensor(rows), logits.device)]
+                seqs = [seq for _, seq in samplers]
+                out = sample(logits, sampling_tensors(seqs, logits.shape[-1], logits.device))
+                launched = SampledStep.launch(seqs, out)
+            self._count_step(batch)
+        finished = self._read(previous) if previous is not None else []
+        if launched is not None and self.config.overlap_schedule:
+            self._in_flight = launched
+        elif launched is not None:
+            finished += self._read(launched)
+        self._count_memory()
         return len(finished)
 
-    @staticmethod
-    def _top_logprobs(seqs: list[Sequence], out) -> list[dict[int, float] | None]:
-        if out.top_ids is None:
-            return [None] * len(seqs)
-        ids, values = out.top_ids.tolist(), out.top_logprobs.tolist()
-        return [
-            {t: v for t, v in zip(ids[i][: s.params.logprobs], values[i][: s.params.logprobs]) if v > float("-inf")}
-            if s.params.logprobs else None
-            for i, s in enumerate(seqs)
-        ]
+    def _read(self, sampled: SampledStep) -> list[Sequence]:
+        """Resolve a step's sampled tokens into its sequences; returns those that finished."""
+        start = time.perf_counter()
+        tokens, logprobs, tops = sampled.read()  # waits for the device on CUDA
+        self.stats.token_wait_s += time.perf_counter() - start
+        live = sum(not seq.is_finished for seq in sampled.seqs)  # an overlapped step may hold finished ones
+        finished = self.scheduler.append_tokens(sampled.seqs, sampled.indices, tokens, logprobs, tops)
+        self.stats.generated_tokens += live
+        self.stats.discarded_tokens += len(sampled.seqs) - live
+        self._finished += finished
+        return finished
+
+    def flush(self) -> None:
+        """Read the step in flight, if any, so every sequence's tokens are known (before aborts, weight
+        updates, sleep)."""
+        if self._in_flight is not None:
+            sampled, self._in_flight = self._in_flight, None
+            self._read(sampled)
+            self._count_memory()
 
     def _count_step(self, batch) -> None:
         s = self.stats
@@ -251,6 +276,9 @@ class Engine:
             s.prefill_tokens += sum(batch.chunk_lens)
         else:
             s.decode_steps += 1
+
+    def _count_memory(self) -> None:
+        s = self.stats
         s.preemptions = self.scheduler.num_preemptions
         s.swapped_pages = self.swap.num_swapped_out
         s.peak_swapped_pages = max(s.peak_swapped_pages, self.swap.peak_used)
@@ -270,6 +298,7 @@ class Engine:
         not named keep their values. Cached KV (stale under new weights) is dropped. Returns how many
         tensors were loaded.
         """
+        self.flush()
         if self.scheduler.has_work():
             raise RuntimeError("update_weights() while requests are in flight")
         count = self.runner.load_weights(named_tensors, strict=False, atomic=True)
@@ -279,12 +308,14 @@ class Engine:
     def set_budget_schedule(self, budget_schedule: tuple[tuple[int, int], ...], budget_pages: int) -> None:
         """Decode with a new sparse budget schedule from the next step on, without a rebuild (the page
         lists and CUDA graphs were sized for ``sparse.max_budget``); see ``FlowRunner.set_budget_schedule``."""
+        self.flush()
         if self.scheduler.has_work():
             raise RuntimeError("set_budget_schedule() while requests are in flight")
         self.runner.flow_runner.set_budget_schedule(budget_schedule, budget_pages)
 
     def sleep(self) -> None:
         """Free the KV cache and CUDA graphs (e.g. while a colocated trainer runs); weights stay."""
+        self.flush()
         if self.scheduler.has_work():
             raise RuntimeError("sleep() while requests are in flight")
         if not self.sleeping:

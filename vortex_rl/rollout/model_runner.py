@@ -12,6 +12,7 @@ import contextlib
 import numpy as np
 import torch
 
+from vortex_rl.devices import to_device
 from vortex_rl.rollout.config import EngineConfig
 from vortex_rl.rollout.cuda_graphs import DecodeGraphs
 from vortex_rl.rollout.forward_batch import ForwardBatch
@@ -21,7 +22,8 @@ from vortex_rl.rollout.models import DecoderForCausalLM, ModelArch
 from vortex_rl.rollout.page_manager import PageManager, pages_for
 from vortex_rl.rollout.sampling_params import SamplingParams
 from vortex_rl.rollout.scheduler import ScheduledBatch
-from vortex_rl.rollout.sequence import Sequence
+from vortex_rl.rollout.sampled_step import SampledStep
+from vortex_rl.rollout.sequence import PENDING_TOKEN, Sequence
 from vortex_rl.sparse import FlowRunner
 
 
@@ -152,9 +154,10 @@ class ModelRunner:
 
     # ---------------------------------------------------------------------------------------------- steps
     @torch.inference_mode()
-    def run(self, batch: ScheduledBatch) -> torch.Tensor:
+    def run(self, batch: ScheduledBatch, feed: SampledStep | None = None) -> torch.Tensor:
         """Run one step; returns logits ``[rows, vocab]`` float32 for the sequences that sample
-        (``batch.samples``), in batch order."""
+        (``batch.samples``), in batch order. A decoding sequence whose last token is still pending
+        (``PENDING_TOKEN``) takes its input id from ``feed``, the step that sampled it, on the device."""
         if self.kv is None:
             raise RuntimeError("the KV cache is not allocated: call Engine.wake() after sleep()")
         # Outside any CUDA graph, in stream order: swap-outs first, as their pages may be taken again in
@@ -168,11 +171,11 @@ class ModelRunner:
         if batch.is_prefill:
             hidden = self._run_prefill(batch)
         else:
-            hidden = self._run_decode(batch)
+            hidden = self._run_decode(batch, feed)
         return self.model.compute_logits(hidden)
 
     def _tensor(self, values, dtype=torch.long) -> torch.Tensor:
-        return torch.as_tensor(values, dtype=dtype).to(self.device, non_blocking=True)
+        return to_device(torch.as_tensor(values, dtype=dtype), self.device)
 
     def _run_prefill(self, batch: ScheduledBatch) -> torch.Tensor:
         ids, positions, slots, prefix_index, last_rows = [], [], [], [], []
@@ -212,14 +215,36 @@ class ModelRunner:
         seq_lens = (positions + 1).astype(np.int32)
         return {"input_ids": ids, "positions": positions, "slots": slots, "page_table": table, "seq_lens": seq_lens}
 
-    def _run_decode(self, batch: ScheduledBatch) -> torch.Tensor:
+    def _run_decode(self, batch: ScheduledBatch, feed: SampledStep | None) -> torch.Tensor:
         n = len(batch.seqs)
         width = max(len(seq.page_table) for seq in batch.seqs)
+        fill = self._pending_ids(batch, feed)
         if self.graphs is not None and self.graphs.fits(n):
-            return self.graphs.replay(self.decode_inputs(batch, self.graphs.rows_for(n), width), n)
+            return self.graphs.replay(self.decode_inputs(batch, self.graphs.rows_for(n), width), n, fill_ids=fill)
         host = self.decode_inputs(batch, n, width)
         dtypes = {"page_table": torch.int32, "seq_lens": torch.int32}
-        return self.decode_forward({k: self._tensor(v, dtypes.get(k, torch.long)) for k, v in host.items()})
+        inputs = {k: self._tensor(v, dtypes.get(k, torch.long)) for k, v in host.items()}
+        if fill is not None:
+            fill(inputs["input_ids"])
+        return self.decode_forward(inputs)
+
+    def _pending_ids(self, batch: ScheduledBatch, feed: SampledStep | None):
+        """``None`` when every input id is known on the host; else a function that writes the pending ones
+        (``feed.tokens`` rows) into a device ``input_ids`` tensor, in stream order after ``feed``'s step."""
+        dst, src = [], []
+        for i, seq in enumerate(batch.seqs):
+            if seq.token_ids[-1] == PENDING_TOKEN:
+                if feed is None or seq.seq_id not in feed.rows:
+                    raise RuntimeError(f"sequence {seq.seq_id}: its last token is pending but not in the step "
+                                       "in flight (a step was read out of order)")
+                dst.append(i)
+                src.append(feed.rows[seq.seq_id])
+        if not dst:
+            return None
+        if dst == src == list(range(len(dst))):  # steady decoding: the same sequences in the same rows
+            return lambda ids: ids[: len(dst)].copy_(feed.tokens[: len(dst)])
+        dst_t, src_t = self._tensor(dst), self._tensor(src)
+        return lambda ids: ids.index_copy_(0, dst_t, feed.tokens.index_select(0, src_t))
 
     def decode_forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """One decode forward from device tensors (``decode_inputs`` keys): plans the step once, then

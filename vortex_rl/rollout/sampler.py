@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from vortex_rl.devices import to_device
+
 MASK32 = 0xFFFFFFFF
 _MIX = 0x45D9F3B  # odd multiplier < 2**27: products of 32-bit values stay below 2**63 (no int64 overflow)
 
@@ -115,18 +117,15 @@ def sample(logits: torch.Tensor, t: SamplingTensors) -> SamplerOutput:
 
 
 def sampling_tensors(seqs: list, vocab: int, device: torch.device) -> SamplingTensors:
-    """Per-row parameters of the sequences sampling this step (``Sequence`` objects, row order)."""
+    """Per-row parameters of the sequences sampling this step (``Sequence`` objects, row order), sent to
+    the device in two copies (integers, floats) that do not make the host wait."""
     params = [s.params for s in seqs]
-    temperature = [p.temperature for p in params]
-    top_k = [p.top_k if p.top_k > 0 and not p.greedy else vocab for p in params]
-    top_p = [1.0 if p.greedy else p.top_p for p in params]
-    host = torch.tensor([[s.seed, len(s)] for s in seqs], dtype=torch.long)
+    ints = to_device(torch.tensor([[p.top_k if p.top_k > 0 and not p.greedy else vocab, s.seed, len(s)]
+                                   for s, p in zip(seqs, params)], dtype=torch.long), device)
+    floats = to_device(torch.tensor([[p.temperature, 1.0 if p.greedy else p.top_p] for p in params],
+                                    dtype=torch.float32), device)
     return SamplingTensors(
-        temperatures=torch.tensor(temperature, dtype=torch.float32).to(device, non_blocking=True),
-        top_k=torch.tensor(top_k, dtype=torch.long).to(device, non_blocking=True),
-        top_p=torch.tensor(top_p, dtype=torch.float32).to(device, non_blocking=True),
-        seeds=host[:, 0].to(device, non_blocking=True),
-        positions=host[:, 1].to(device, non_blocking=True),
+        temperatures=floats[:, 0], top_k=ints[:, 0], top_p=floats[:, 1], seeds=ints[:, 1], positions=ints[:, 2],
         filters=any(p.filters for p in params),
         num_top_logprobs=max((p.logprobs or 0) for p in params),
     )

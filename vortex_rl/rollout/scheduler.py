@@ -78,22 +78,24 @@ class Scheduler:
             return []
         if seq.status == SequenceStatus.WAITING:
             self.waiting.remove(seq)
-        elif seq.status == SequenceStatus.RUNNING:
-            self.running.remove(seq)
-            self.pages.free(seq)
-        elif seq.status == SequenceStatus.SWAPPED:
-            self.swap.remove(seq)
+        else:
+            self._release(seq)
+        seq.drop_pending()
         aborted = [seq] + seq.pending_samples
         seq.pending_samples = []
         for s in aborted:
             s.status, s.finish_reason = SequenceStatus.FINISHED, "abort"
         return aborted
 
-    def schedule(self) -> ScheduledBatch:
+    def schedule(self, *, tokens_in_flight: bool = False) -> ScheduledBatch | None:
+        """The next step's batch. With ``tokens_in_flight`` (a step's sampled tokens not read yet), a
+        step with nothing to run returns ``None``: every running sequence is waiting on those tokens."""
         batch = self._schedule_prefill()
         if batch is None:
             batch = self._schedule_decode()
         if not batch.seqs:
+            if tokens_in_flight:
+                return None
             raise RuntimeError(
                 f"scheduler found nothing to run: {len(self.waiting)} waiting, {len(self.running)} running, "
                 f"{len(self.swap)} swapped out, "
@@ -135,7 +137,7 @@ class Scheduler:
 
     def _schedule_decode(self) -> ScheduledBatch:
         seqs, copies, swap_out = [], [], []
-        for seq in [s for s in self.running if not s.in_prefill]:
+        for seq in [s for s in self.running if not s.in_prefill and not self.reached_length(s)]:
             if seq.status != SequenceStatus.RUNNING:
                 continue  # preempted earlier in this loop
             while not self.pages.can_write(seq, 1):
@@ -198,21 +200,39 @@ class Scheduler:
             seq.pending_samples = []
         return samplers
 
-    def append_tokens(self, seqs: list[Sequence], tokens: list[int], logprobs: list[float],
+    def reached_length(self, seq: Sequence) -> bool:
+        """Whether ``seq``'s tokens (pending ones included) reach ``max_new_tokens`` or ``max_model_len``:
+        it samples no more, and finishes once its last token is resolved."""
+        return seq.num_completion_tokens >= seq.params.max_new_tokens or len(seq) >= self.max_model_len
+
+    def append_tokens(self, seqs: list[Sequence], indices: list[int], tokens: list[int], logprobs: list[float],
                       tops: list[dict[int, float] | None]) -> list[Sequence]:
-        """Append sampled tokens; finish sequences that stop. Returns the sequences finished now."""
+        """Resolve sampled tokens: ``tokens[i]`` is the value of ``seqs[i]``'s pending token at
+        ``indices[i]`` (``Sequence.append_pending``). Finishes the sequences that stop, dropping tokens
+        sampled after the stop; skips sequences that finished before (an overlapped step sampled them
+        once more). Returns the sequences finished now."""
         finished = []
-        for seq, token, logprob, top in zip(seqs, tokens, logprobs, tops):
-            seq.append(token, logprob, top)
-            params = seq.params
+        for seq, index, token, logprob, top in zip(seqs, indices, tokens, logprobs, tops):
+            if seq.is_finished:
+                continue
+            seq.resolve(index, token, logprob, top)
+            params, length = seq.params, index + 1
             if token in params.stop or (not params.ignore_eos and token in self.eos_token_ids):
                 seq.finish_reason = "stop"
-            elif seq.num_completion_tokens >= params.max_new_tokens or len(seq) >= self.max_model_len:
+            elif length - seq.num_prompt_tokens >= params.max_new_tokens or length >= self.max_model_len:
                 seq.finish_reason = "length"
             else:
                 continue
+            seq.drop_pending()
+            self._release(seq)
             seq.status = SequenceStatus.FINISHED
-            self.running.remove(seq)
-            self.pages.free(seq)
             finished.append(seq)
         return finished
+
+    def _release(self, seq: Sequence) -> None:
+        """Take a running or swapped-out ``seq`` off the device pages or host copy it holds."""
+        if seq.status == SequenceStatus.RUNNING:
+            self.running.remove(seq)
+            self.pages.free(seq)
+        elif seq.status == SequenceStatus.SWAPPED:
+            self.swap.remove(seq)

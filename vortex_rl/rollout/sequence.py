@@ -14,6 +14,10 @@ from vortex_rl.rollout.sampling_params import SamplingParams
 if TYPE_CHECKING:
     import torch
 
+# Stands in ``Sequence.token_ids`` for a token sampled on the device whose value has not reached the host
+# yet (overlap scheduling); never a valid id, so a step that fed it to the model would fail loudly.
+PENDING_TOKEN = -1
+
 
 class PageTable:
     """A sequence's physical page ids in logical order, kept in a fixed-capacity int32 array so a
@@ -92,7 +96,9 @@ class Sequence:
     """A prompt plus the tokens sampled so far, and where its KV lives.
 
     ``num_cached_tokens`` tokens have K/V in the pages of ``page_table``; a decoding sequence has all
-    tokens but the last one cached. ``pending_samples`` are the other samples of the same prompt: they
+    tokens but the last one cached. Under overlap scheduling the last token may be ``PENDING_TOKEN``:
+    sampled on the device, its value not read yet (``append_pending`` / ``resolve``); ``logprobs`` then
+    holds one entry fewer than the completion. ``pending_samples`` are the other samples of the same prompt: they
     are forked from this one (sharing its prompt pages) when its prompt prefill completes. While it is
     swapped out, ``host_kv`` holds its ``num_swapped_pages`` pages in host memory (``ModelRunner``'s
     cache tensors gathered at its page table: ``{name: [num_layers, num_swapped_pages, ...]}``).
@@ -139,10 +145,31 @@ class Sequence:
         return self.status == SequenceStatus.FINISHED
 
     def append(self, token_id: int, logprob: float, top: dict[int, float] | None) -> None:
-        self.token_ids.append(token_id)
+        self.resolve(self.append_pending(), token_id, logprob, top)
+
+    def append_pending(self) -> int:
+        """Append a token sampled on the device, value unknown; returns its index in ``token_ids``."""
+        self.token_ids.append(PENDING_TOKEN)
+        return len(self.token_ids) - 1
+
+    @property
+    def num_resolved_tokens(self) -> int:
+        """Prompt plus completion tokens whose values are known (all but the pending ones)."""
+        return self.num_prompt_tokens + len(self.logprobs)
+
+    def resolve(self, index: int, token_id: int, logprob: float, top: dict[int, float] | None) -> None:
+        """Give the pending token at ``index`` (the oldest pending one) its value and log-probs."""
+        if index != self.num_resolved_tokens or self.token_ids[index] != PENDING_TOKEN:
+            raise RuntimeError(f"sequence {self.seq_id}: token {index} is not its oldest pending token "
+                               f"({self.num_resolved_tokens} resolved of {len(self.token_ids)})")
+        self.token_ids[index] = token_id
         self.logprobs.append(logprob)
         if self.top_logprobs is not None:
             self.top_logprobs.append(top or {})
+
+    def drop_pending(self) -> None:
+        """Forget tokens sampled after the last resolved one (the sequence finished before them)."""
+        del self.token_ids[self.num_resolved_tokens:]
 
     def fork(self, child: "Sequence") -> None:
         """Give ``child`` (a pending sample) this sequence's prompt state and page table; the caller
