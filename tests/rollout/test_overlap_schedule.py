@@ -73,6 +73,20 @@ def test_overlap_samples_what_serial_scheduling_samples(model, flow):
     assert overlap.stats.generated_tokens == serial.stats.generated_tokens
     assert overlap.stats.decode_steps >= serial.stats.decode_steps
     assert overlap.stats.pages_in_use == 0 and not overlap.has_unfinished_requests()
+    assert overlap._in_flight is None  # generate() read its last step: nothing leaks into the next call
+
+
+def test_generate_reads_its_last_step_even_when_every_sample_stopped(model):
+    """All samples stop on their first decoded token: the step launched alongside their reading holds
+    only finished samples, and generate() must discard it before returning."""
+    engine = build(model, True)
+    stop_all = SamplingParams(temperature=1.0, max_new_tokens=20, stop=tuple(range(engine.arch.vocab_size)), seed=5)
+    out = engine.generate(PROMPTS, stop_all, n=2, use_tqdm=False)
+    assert all(len(c.token_ids) == 1 and c.finish_reason == "stop" for group in out for c in group)
+    assert engine._in_flight is None and engine.stats.generated_tokens == 8
+    engine.reset_stats()
+    engine.generate(PROMPTS[:1], SamplingParams(max_new_tokens=2, ignore_eos=True), use_tqdm=False)
+    assert engine.stats.discarded_tokens == 0 and engine.stats.generated_tokens == 2
 
 
 def test_overlap_under_preemption_matches_a_roomy_serial_run(model):

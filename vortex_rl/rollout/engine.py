@@ -218,6 +218,7 @@ class Engine:
                 if use_tqdm and elapsed > 0:
                     rate = (self.stats.generated_tokens - generated_before) / elapsed
                     bar.set_postfix(tok_s=f"{rate:.0f}", pages=self.pages.num_used, refresh=False)
+        self.flush()  # a last overlapped step of samples that stopped: its tokens are discarded now
         self.stats.elapsed_s += time.perf_counter() - start
 
     @torch.inference_mode()
@@ -227,6 +228,12 @@ class Engine:
 
         With ``EngineConfig.overlap_schedule`` the tokens a step samples are read by the next call, after
         it has launched its own step: the device runs one step while the host prepares the next."""
+        if self.device.type == "cuda":  # Triton launches and events use the thread's current device, and
+            with torch.cuda.device(self.device):  # a server may call step() from a worker thread
+                return self._step()
+        return self._step()
+
+    def _step(self) -> int:
         previous, self._in_flight = self._in_flight, None
         batch = self.scheduler.schedule(tokens_in_flight=previous is not None)
         launched = None

@@ -119,8 +119,7 @@ class ModelRunner:
 
     def copy_pages(self, copies: list[tuple[int, int]]) -> None:
         """Copy whole pages (K, V and flow state, every layer): ``(src, dst)`` pairs."""
-        src = torch.tensor([s for s, _ in copies], dtype=torch.long, device=self.device)
-        dst = torch.tensor([d for _, d in copies], dtype=torch.long, device=self.device)
+        src, dst = self._tensor([s for s, _ in copies]), self._tensor([d for _, d in copies])
         for t in self.kv.values():
             t[:, dst] = t[:, src]
 

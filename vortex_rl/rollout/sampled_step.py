@@ -48,7 +48,7 @@ class SampledStep:
             for name, t in device.items():
                 host[name].copy_(t, non_blocking=True)
             ready = torch.cuda.Event()
-            ready.record()
+            ready.record(torch.cuda.current_stream(out.tokens.device))  # not the thread's current device
         else:
             host = device
         return cls(seqs, [seq.append_pending() for seq in seqs], out.tokens,
