@@ -144,9 +144,6 @@ class Sequence:
     def is_finished(self) -> bool:
         return self.status == SequenceStatus.FINISHED
 
-    def append(self, token_id: int, logprob: float, top: dict[int, float] | None) -> None:
-        self.resolve(self.append_pending(), token_id, logprob, top)
-
     def append_pending(self) -> int:
         """Append a token sampled on the device, value unknown; returns its index in ``token_ids``."""
         self.token_ids.append(PENDING_TOKEN)
