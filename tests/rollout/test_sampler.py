@@ -3,6 +3,7 @@ the draw, and reproducible random streams."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -40,8 +41,8 @@ def tensors(rows, *, seeds=None, positions=None, top=0) -> SamplingTensors:
         temperatures=torch.tensor([r[0] for r in rows], dtype=torch.float32),
         top_k=torch.tensor([r[1] if r[1] > 0 and r[0] > 0 else VOCAB for r in rows]),
         top_p=torch.tensor([r[2] if r[0] > 0 else 1.0 for r in rows], dtype=torch.float32),
-        seeds=torch.tensor(seeds if seeds is not None else [sample_seed(7, i) for i in range(n)]),
-        positions=torch.tensor(positions if positions is not None else [11] * n),
+        uniforms=torch.from_numpy(uniform(seeds if seeds is not None else [sample_seed(7, i) for i in range(n)],
+                                          positions if positions is not None else [11] * n)),
         filters=any(r[0] > 0 and (r[1] > 0 or r[2] < 1) for r in rows), num_top_logprobs=top)
 
 
@@ -79,21 +80,36 @@ def test_draws_follow_the_distribution():
     the renormalised probabilities within 0.015 (about 4 standard errors)."""
     logits = torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0, 3.0]])
     n = 20_000
-    t = SamplingTensors(torch.full((n,), 0.8), torch.full((n,), 4), torch.ones(n), torch.tensor([sample_seed(3, i) for i in range(n)]),
-                        torch.full((n,), 5), filters=True, num_top_logprobs=0)
+    t = SamplingTensors(torch.full((n,), 0.8), torch.full((n,), 4), torch.ones(n),
+                        torch.from_numpy(uniform([sample_seed(3, i) for i in range(n)], [5] * n)),
+                        filters=True, num_top_logprobs=0)
     out = sample(logits.expand(n, -1), t)
     freq = torch.bincount(out.tokens, minlength=6).double() / n
     expected = reference_logprobs(logits[0], 0.8, 4, 1.0).exp()
     torch.testing.assert_close(freq, expected, atol=0.015, rtol=0)
 
 
+def reference_uniform(seed: int, position: int) -> float:
+    """The draw's hash written out on Python ints, one row at a time."""
+    def mix(x):
+        for _ in range(2):
+            x ^= x >> 16
+            x = (x * 0x45D9F3B) & 0xFFFFFFFF
+        return x ^ (x >> 16)
+
+    a = mix(seed ^ mix(position & 0xFFFFFFFF))
+    b = mix(a ^ 0x5BD1E995)
+    return (a + (b + 0.5) / 2.0**32) / 2.0**32
+
+
 def test_uniforms_are_reproducible_and_spread():
-    seeds = torch.tensor([sample_seed(s, j) for s in range(50) for j in range(20)])
-    positions = torch.arange(len(seeds)) % 37
+    seeds = np.array([sample_seed(s, j) for s in range(50) for j in range(20)], dtype=np.int64)
+    positions = np.arange(len(seeds)) % 37 + 2**33  # positions past 32 bits wrap like the reference
     u = uniform(seeds, positions)
-    assert torch.equal(u, uniform(seeds.clone(), positions.clone()))
+    assert u.dtype == np.float64
+    assert u.tolist() == [reference_uniform(int(s), int(p)) for s, p in zip(seeds, positions)]  # bit for bit
     assert ((u > 0) & (u < 1)).all()
-    assert abs(u.mean().item() - 0.5) < 0.03 and abs(u.var().item() - 1 / 12) < 0.01
+    assert abs(u.mean() - 0.5) < 0.03 and abs(u.var() - 1 / 12) < 0.01
     assert len(set(u.tolist())) == len(u)
     assert sample_seed(1, 0) != sample_seed(1, 1) != sample_seed(2, 1)
 
@@ -107,3 +123,33 @@ def test_bad_sampling_params_raise_naming_the_value(bad):
     name, value = next(iter(bad.items()))
     with pytest.raises(ValueError, match=name):
         SamplingParams(**bad)
+
+
+def test_sampling_tensors_rows_and_flags_follow_each_sequence():
+    """The packed host copy against the parameters written out per row: greedy rows ignore top-k/top-p,
+    top-k off is ``vocab``, each row's uniform is drawn at ``len(seq)``; the host flags pick the paths a
+    batch needs, and a batch sampled with them draws what the always-safe path draws."""
+    from vortex_rl.rollout import SamplingParams
+    from vortex_rl.rollout.sampler import sampling_tensors
+    from vortex_rl.rollout.sequence import Sequence
+
+    kinds = [SamplingParams(temperature=0.7, top_k=5, top_p=0.9), SamplingParams(temperature=0.0, top_k=3, top_p=0.5),
+             SamplingParams(temperature=1.3), SamplingParams(temperature=1.0, top_p=0.8, logprobs=3)]
+    seqs = [Sequence(i, list(range(3 + 2 * i)), kinds[i % 4], seed=sample_seed(5, i), prompt_index=0,
+                     sample_index=i, max_pages=4) for i in range(8)]
+    t = sampling_tensors(seqs, VOCAB, torch.device("cpu"))
+    for i, s in enumerate(seqs):
+        p = s.params
+        assert t.temperatures[i].item() == torch.tensor(p.temperature, dtype=torch.float32).item()
+        assert t.top_k[i].item() == (p.top_k if p.top_k > 0 and p.temperature > 0 else VOCAB)
+        assert t.top_p[i].item() == torch.tensor(p.top_p if p.temperature > 0 else 1.0, dtype=torch.float32).item()
+        assert t.uniforms[i].item() == reference_uniform(s.seed, len(s))
+    assert (t.filters, t.num_top_logprobs, t.any_greedy, t.all_greedy) == (True, 3, True, False)
+    logits = torch.randn(len(seqs), VOCAB, generator=torch.Generator().manual_seed(2)) * 2
+    for subset in ([0, 2, 3], [1, 5], list(range(8))):  # drawing only, greedy only, mixed
+        part = sampling_tensors([seqs[i] for i in subset], VOCAB, torch.device("cpu"))
+        assert part.any_greedy == any(i % 4 == 1 for i in subset)
+        assert part.all_greedy == all(i % 4 == 1 for i in subset)
+        safe = SamplingTensors(**{**part.__dict__, "any_greedy": True, "all_greedy": False})
+        fast, slow = sample(logits[subset], part), sample(logits[subset], safe)
+        assert torch.equal(fast.tokens, slow.tokens) and torch.equal(fast.logprobs, slow.logprobs)

@@ -50,10 +50,11 @@ class PageManager:
             self.free_pages.append(page)
 
     def pages_to_write(self, seq: Sequence, num_new_tokens: int) -> int:
-        """Pages ``seq`` must take to write ``num_new_tokens`` more tokens (new pages and private copies)."""
-        end = seq.num_cached_tokens + num_new_tokens
-        needed = max(0, pages_for(end, self.page_size) - len(seq.page_table))
-        if self._last_page_shared(seq):
+        """Pages ``seq`` must take to write ``num_new_tokens`` more tokens (new pages and private copies).
+        Called for every decoding sequence at every step, so written without helper calls."""
+        cached, size, table = seq.num_cached_tokens, seq.page_table.size, seq.page_table.array
+        needed = max(0, (cached + num_new_tokens + self.page_size - 1) // self.page_size - size)
+        if cached % self.page_size and self.ref_counts[table[size - 1]] > 1:  # shared partial last page
             needed += 1
         return needed
 

@@ -1,25 +1,27 @@
 """Token sampling with per-request random streams and log-probs of the sampling distribution.
 
 Randomness is counter-based: the uniform number that draws token ``t`` of a sample is a hash of the
-sample's seed and ``t``, computed on the device. A sample's tokens therefore do not depend on which
-other requests share its batch, on preemption, or on CUDA-graph padding, and need no per-request
-generator objects or host round trips.
+sample's seed and ``t``. A sample's tokens therefore do not depend on which other requests share its
+batch, on preemption, or on CUDA-graph padding, and need no per-request generator objects. Seeds and
+positions are known on the host, so the hash runs there, vectorised in numpy, and its uniforms travel
+with the other per-row parameters: on the device it would be some thirty tiny kernels per step.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from vortex_rl.devices import to_device
 
 MASK32 = 0xFFFFFFFF
-_MIX = 0x45D9F3B  # odd multiplier < 2**27: products of 32-bit values stay below 2**63 (no int64 overflow)
+_MIX = 0x45D9F3B  # odd multiplier < 2**27: products of 32-bit values stay below 2**59 (no uint64 overflow)
 
 
-def _mix32(x: torch.Tensor) -> torch.Tensor:
-    """A 32-bit integer hash (xorshift-multiply rounds) of int64 tensors holding values in [0, 2**32)."""
+def _mix32(x: np.ndarray) -> np.ndarray:
+    """A 32-bit integer hash (xorshift-multiply rounds) of uint64 arrays holding values in [0, 2**32)."""
     x = x ^ (x >> 16)
     x = (x * _MIX) & MASK32
     x = x ^ (x >> 16)
@@ -28,12 +30,8 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
 
 
 def mix32(x: int) -> int:
-    """Host version of the same hash, for deriving seeds."""
-    x &= MASK32
-    for _ in range(2):
-        x ^= x >> 16
-        x = (x * _MIX) & MASK32
-    return x ^ (x >> 16)
+    """The same hash of one Python int (its low 32 bits), for deriving seeds."""
+    return int(_mix32(np.uint64(x & MASK32)))
 
 
 def sample_seed(seed: int, sample_index: int) -> int:
@@ -41,11 +39,12 @@ def sample_seed(seed: int, sample_index: int) -> int:
     return mix32(mix32(seed & MASK32) ^ mix32((seed >> 32) + 0x9E3779B9) ^ mix32(sample_index + 0x632BE5AB))
 
 
-def uniform(seeds: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """``[rows]`` float64 uniforms in (0, 1) from 32-bit ``seeds`` and token ``positions`` (int64)."""
+def uniform(seeds: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """``[rows]`` float64 uniforms in (0, 1) from 32-bit ``seeds`` and token ``positions`` (integers)."""
+    seeds, positions = np.asarray(seeds, dtype=np.uint64), np.asarray(positions, dtype=np.uint64)
     a = _mix32(seeds ^ _mix32(positions & MASK32))
     b = _mix32(a ^ 0x5BD1E995)
-    return (a.double() + (b.double() + 0.5) / 2.0**32) / 2.0**32
+    return (a.astype(np.float64) + (b.astype(np.float64) + 0.5) / 2.0**32) / 2.0**32
 
 
 def apply_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
@@ -74,10 +73,11 @@ class SamplingTensors:
     temperatures: torch.Tensor  # float32, 0 = greedy
     top_k: torch.Tensor         # int64, vocab = off
     top_p: torch.Tensor         # float32
-    seeds: torch.Tensor         # int64 in [0, 2**32)
-    positions: torch.Tensor     # int64: index of the token being sampled in its sequence
+    uniforms: torch.Tensor      # float64 in (0, 1): ``uniform(seed, position of the token drawn)``
     filters: bool               # any row with top-k / top-p (host flag: skip the sort otherwise)
     num_top_logprobs: int       # 0 = none
+    any_greedy: bool = True     # host flags: which of the greedy and drawing paths the batch needs,
+    all_greedy: bool = False    # so a batch of one kind launches only its own kernels
 
 
 @dataclass
@@ -90,8 +90,9 @@ class SamplerOutput:
 
 def sampling_logprobs(logits: torch.Tensor, t: SamplingTensors) -> torch.Tensor:
     """Log-probs ``[rows, vocab]`` of each row's sampling distribution (raw distribution for greedy rows)."""
-    greedy = t.temperatures == 0
-    temperature = torch.where(greedy, torch.ones_like(t.temperatures), t.temperatures)
+    temperature = t.temperatures
+    if t.any_greedy:
+        temperature = torch.where(temperature == 0, torch.ones_like(temperature), temperature)
     scaled = logits.float() / temperature[:, None]
     if t.filters:
         scaled = apply_top_k_top_p(scaled, t.top_k, t.top_p)
@@ -105,10 +106,14 @@ def sample(logits: torch.Tensor, t: SamplingTensors) -> SamplerOutput:
     exact for the filtered, renormalised distribution.
     """
     logprobs = sampling_logprobs(logits, t)
-    cdf = logprobs.double().exp().cumsum(dim=-1)
-    target = uniform(t.seeds, t.positions) * cdf[:, -1]
-    drawn = torch.searchsorted(cdf, target[:, None], right=True)[:, 0].clamp(max=logits.shape[-1] - 1)
-    tokens = torch.where(t.temperatures == 0, logits.argmax(dim=-1), drawn)
+    if t.all_greedy:
+        tokens = logits.argmax(dim=-1)
+    else:
+        cdf = logprobs.double().exp().cumsum(dim=-1)
+        target = t.uniforms * cdf[:, -1]
+        tokens = torch.searchsorted(cdf, target[:, None], right=True)[:, 0].clamp(max=logits.shape[-1] - 1)
+        if t.any_greedy:
+            tokens = torch.where(t.temperatures == 0, logits.argmax(dim=-1), tokens)
     chosen = logprobs.gather(-1, tokens[:, None])[:, 0]
     top_ids = top_values = None
     if t.num_top_logprobs:
@@ -117,15 +122,23 @@ def sample(logits: torch.Tensor, t: SamplingTensors) -> SamplerOutput:
 
 
 def sampling_tensors(seqs: list, vocab: int, device: torch.device) -> SamplingTensors:
-    """Per-row parameters of the sequences sampling this step (``Sequence`` objects, row order), sent to
-    the device in two copies (integers, floats) that do not make the host wait."""
-    params = [s.params for s in seqs]
-    ints = to_device(torch.tensor([[p.top_k if p.top_k > 0 and not p.greedy else vocab, s.seed, len(s)]
-                                   for s, p in zip(seqs, params)], dtype=torch.long), device)
-    floats = to_device(torch.tensor([[p.temperature, 1.0 if p.greedy else p.top_p] for p in params],
-                                    dtype=torch.float32), device)
+    """Per-row parameters of the sequences sampling this step (``Sequence`` objects, row order; each
+    draws the token at index ``len(seq)``), sent to the device in one copy that does not make the host
+    wait."""
+    rows = len(seqs)
+    by_params = {id(s.params): s.params for s in seqs}  # samples of a batch mostly share one params object
+    rows_of = {key: (p.temperature, 1.0 if p.greedy else p.top_p, p.top_k if p.top_k > 0 and not p.greedy else vocab)
+               for key, p in by_params.items()}
+    host = np.empty((rows, 4), dtype=np.float64)  # temperature, top_p, top_k, uniform; exact in float64
+    host[:, :3] = [rows_of[id(s.params)] for s in seqs]
+    host[:, 3] = uniform(np.fromiter((s.seed for s in seqs), np.uint64, rows),
+                         np.fromiter((len(s) for s in seqs), np.uint64, rows))
+    params = by_params.values()
+    on_device = to_device(torch.from_numpy(host), device)
     return SamplingTensors(
-        temperatures=floats[:, 0], top_k=ints[:, 0], top_p=floats[:, 1], seeds=ints[:, 1], positions=ints[:, 2],
+        temperatures=on_device[:, 0].float(), top_p=on_device[:, 1].float(), top_k=on_device[:, 2].long(),
+        uniforms=on_device[:, 3],
         filters=any(p.filters for p in params),
         num_top_logprobs=max((p.logprobs or 0) for p in params),
+        any_greedy=any(p.greedy for p in params), all_greedy=all(p.greedy for p in params),
     )

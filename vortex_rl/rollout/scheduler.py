@@ -41,7 +41,10 @@ class ScheduledBatch:
     samples: list[bool] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.samples = [s.num_cached_tokens + c == len(s) for s, c in zip(self.seqs, self.chunk_lens)]
+        if self.is_prefill:
+            self.samples = [s.num_cached_tokens + c == len(s) for s, c in zip(self.seqs, self.chunk_lens)]
+        else:  # a decoding sequence has all its tokens but the last cached, and computes that one
+            self.samples = [True] * len(self.seqs)
 
 
 class Scheduler:
@@ -140,6 +143,9 @@ class Scheduler:
         for seq in [s for s in self.running if not s.in_prefill and not self.reached_length(s)]:
             if seq.status != SequenceStatus.RUNNING:
                 continue  # preempted earlier in this loop
+            if self.pages.pages_to_write(seq, 1) == 0:  # 15 steps in 16: the token fits its own last page
+                seqs.append(seq)
+                continue
             while not self.pages.can_write(seq, 1):
                 victim = self.running[-1]
                 swap_out.append(self.preempt(victim))
@@ -184,6 +190,10 @@ class Scheduler:
         Returns ``(row, seq)`` pairs: ``seq`` samples its next token from logits row ``row`` (rows
         follow the sampling sequences of ``batch`` in order; forked samples share their parent's row).
         """
+        if not batch.is_prefill:  # one token each, every sequence samples from its own row
+            for seq in batch.seqs:
+                seq.num_cached_tokens += 1
+            return list(enumerate(batch.seqs))
         samplers, row = [], -1
         for seq, chunk, completes in zip(batch.seqs, batch.chunk_lens, batch.samples):
             seq.num_cached_tokens += chunk
@@ -203,7 +213,8 @@ class Scheduler:
     def reached_length(self, seq: Sequence) -> bool:
         """Whether ``seq``'s tokens (pending ones included) reach ``max_new_tokens`` or ``max_model_len``:
         it samples no more, and finishes once its last token is resolved."""
-        return seq.num_completion_tokens >= seq.params.max_new_tokens or len(seq) >= self.max_model_len
+        length = len(seq.token_ids)
+        return length - seq.num_prompt_tokens >= seq.params.max_new_tokens or length >= self.max_model_len
 
     def append_tokens(self, seqs: list[Sequence], indices: list[int], tokens: list[int], logprobs: list[float],
                       tops: list[dict[int, float] | None]) -> list[Sequence]:
