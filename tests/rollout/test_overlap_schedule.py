@@ -89,6 +89,31 @@ def test_generate_reads_its_last_step_even_when_every_sample_stopped(model):
     assert engine.stats.discarded_tokens == 0 and engine.stats.generated_tokens == 2
 
 
+def test_samples_at_their_length_free_their_slot_when_it_is_sampled(model):
+    """Requests wait for slots (4 for groups of 2): a sample that reaches its length gives its slot and
+    pages back in the step that samples its last token, not when the token is read a step later, so
+    overlap admits each request in the same step as serial scheduling: same batches, bit-equal
+    log-probs."""
+    def run(overlap: bool):
+        engine = Engine.from_pretrained(model, config=EngineConfig(
+            flow="block_sparse_attention", sparse=SPARSE, num_pages=256, max_model_len=128, max_num_seqs=4,
+            dtype="float32", device="cpu", overlap_schedule=overlap))
+        batches, inner = [], engine.runner.run
+        engine.runner.run = lambda batch, **kw: batches.append((batch.is_prefill, [s.seq_id for s in batch.seqs])) or inner(batch, **kw)
+        params = [SamplingParams(temperature=1.0, max_new_tokens=m, ignore_eos=True, seed=20 + m) for m in (7, 3, 11, 5)]
+        return engine.generate(PROMPTS, params, n=2, use_tqdm=False), batches, engine
+
+    (want, serial_batches, serial), (got, overlap_batches, overlap) = run(False), run(True)
+    assert overlap_batches == serial_batches
+    assert sum(prefill for prefill, _ in serial_batches) >= 3  # admissions waited for slots
+    assert max(len(ids) for _, ids in serial_batches) == 4  # forked samples count against max_num_seqs
+    for group_got, group_want in zip(got, want, strict=True):
+        for a, b in zip(group_got, group_want, strict=True):
+            assert a.token_ids == b.token_ids and a.logprobs == b.logprobs and a.finish_reason == "length"
+    assert overlap.stats.discarded_tokens == 0 and overlap.stats.pages_in_use == 0
+    assert not overlap.scheduler.retiring and not overlap.has_unfinished_requests()
+
+
 def test_overlap_under_preemption_matches_a_roomy_serial_run(model):
     """A pool of 16 pages swaps sequences out while their last token is still in flight."""
     roomy, tight = build(model, False), build(model, True, num_pages=16)

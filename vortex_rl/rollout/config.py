@@ -61,11 +61,13 @@ class EngineConfig:
         Schedule and launch each step before reading the tokens the previous one sampled (as SGLang's
         overlap scheduler does), so the host's work for step ``t + 1`` (scheduling, inputs, sampling
         parameters) runs while the device computes step ``t``. The next input ids are taken from the
-        sampled tokens on the device. A sample that stops on a token runs one extra step whose token
-        is discarded (``EngineStats.discarded_tokens``), and a finished sample holds its slot and pages
-        until its last token is read, one step later; so when requests wait for a slot, one may be
-        admitted a step later. Outputs are the same either way up to the rounding of differently sized
-        batches (identical when no request waits and none stops early).
+        sampled tokens on the device. A sample that reaches its length gives its slot and pages back
+        when its last token is sampled, as without overlap. One that stops on a token (EOS, ``stop``)
+        is only known to once that token is read: it runs one extra step whose token is discarded
+        (``EngineStats.discarded_tokens``) and holds its slot and pages a step longer, so when
+        requests wait for a slot, one may be admitted a step later. Outputs are the same either way up
+        to the rounding of differently sized batches (identical when no sample stops on a token
+        while requests wait).
     seed:
         Seeds the per-request seeds of requests whose ``SamplingParams.seed`` is None, so a run of the
         engine is reproducible.

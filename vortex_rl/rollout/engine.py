@@ -246,7 +246,7 @@ class Engine:
                     logits = logits[to_device(torch.tensor(rows), logits.device)]
                 seqs = [seq for _, seq in samplers]
                 out = sample(logits, sampling_tensors(seqs, logits.shape[-1], logits.device))
-                launched = SampledStep.launch(seqs, out)
+                launched = SampledStep.launch(seqs, self.scheduler.sampled(seqs), out)
             self._count_step(batch)
         finished = self._read(previous) if previous is not None else []
         if launched is not None and self.config.overlap_schedule:

@@ -37,8 +37,9 @@ class SampledStep:
     ready: torch.cuda.Event | None
 
     @classmethod
-    def launch(cls, seqs: list[Sequence], out: SamplerOutput) -> "SampledStep":
-        """Append a pending token to every sequence and start copying ``out`` to the host."""
+    def launch(cls, seqs: list[Sequence], indices: list[int], out: SamplerOutput) -> "SampledStep":
+        """Start copying ``out`` to the host: the values of ``seqs``' pending tokens at ``indices``
+        (``Scheduler.sampled``)."""
         device = {"tokens": out.tokens, "logprobs": out.logprobs}
         if out.top_ids is not None:
             device.update(top_ids=out.top_ids, top_logprobs=out.top_logprobs)
@@ -51,7 +52,7 @@ class SampledStep:
             ready.record(torch.cuda.current_stream(out.tokens.device))  # not the thread's current device
         else:
             host = device
-        return cls(seqs, [seq.append_pending() for seq in seqs], out.tokens,
+        return cls(seqs, indices, out.tokens,
                    {seq.seq_id: row for row, seq in enumerate(seqs)}, host, ready)
 
     def read(self) -> tuple[list[int], list[float], list[dict[int, float] | None]]:

@@ -7,6 +7,10 @@ rarely runs out. When it does, the newest sequences are preempted: their pages a
 (``SwapSpace``) and freed. A decode step that preempted nobody brings swapped sequences back, first out
 first in, and no new request is admitted while any is out; so no request is lost or starved, and a
 resumed sequence continues from exactly the KV it left with.
+
+A sequence that has sampled its last token (``max_new_tokens`` or ``max_model_len``) gives its slot and
+pages back at once (``sampled``), before the token is read: under overlap scheduling the next step's
+admission then sees the same free memory as without it, and such a sequence is never a preemption victim.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class Scheduler:
         self.max_model_len = max_model_len
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
+        self.retiring: list[Sequence] = []  # last token sampled, not read yet; no slot, no pages
         self.num_preemptions = 0
 
     def add(self, seq: Sequence) -> None:
@@ -64,11 +69,12 @@ class Scheduler:
         self.waiting.append(seq)
 
     def has_work(self) -> bool:
-        return bool(self.waiting or self.running or self.swap)
+        """Whether any request is unfinished: waiting, running, swapped out, or its last token unread."""
+        return bool(self.waiting or self.running or self.swap or self.retiring)
 
     def abort_all(self) -> list[Sequence]:
         """Abort every request (``abort`` each); returns the sequences aborted."""
-        heads = list(self.waiting) + list(self.running) + list(self.swap.queue)
+        heads = list(self.waiting) + list(self.running) + list(self.swap.queue) + list(self.retiring)
         return [seq for head in heads for seq in self.abort(head)]
 
     def abort(self, seq: Sequence) -> list[Sequence]:
@@ -101,7 +107,7 @@ class Scheduler:
                 return None
             raise RuntimeError(
                 f"scheduler found nothing to run: {len(self.waiting)} waiting, {len(self.running)} running, "
-                f"{len(self.swap)} swapped out, "
+                f"{len(self.swap)} swapped out, {len(self.retiring)} with their last token unread, "
                 f"{self.pages.num_free}/{self.pages.num_pages} pages free"
             )
         return batch
@@ -132,15 +138,17 @@ class Scheduler:
 
     def _fits(self, num_tokens: int, group_size: int) -> bool:
         """Whether ``group_size`` more sequences, with pages for ``num_tokens`` tokens, may run now."""
-        if len(self.running) + group_size > self.config.max_num_seqs:
+        # A prompt still in prefill holds the slots of the samples it will fork, admitted in this very step.
+        slots = len(self.running) + sum(len(s.pending_samples) for s in self.running if s.in_prefill)
+        if slots + group_size > self.config.max_num_seqs:
             return False
         # Keep a page of headroom for every sequence that will decode, unless nothing else runs.
-        reserve = len(self.running) + group_size if self.running else 0
+        reserve = slots + group_size if self.running else 0
         return pages_for(num_tokens, self.pages.page_size) + reserve <= self.pages.num_free
 
     def _schedule_decode(self) -> ScheduledBatch:
         seqs, copies, swap_out = [], [], []
-        for seq in [s for s in self.running if not s.in_prefill and not self.reached_length(s)]:
+        for seq in [s for s in self.running if not s.in_prefill]:  # none has reached its length (``sampled``)
             if seq.status != SequenceStatus.RUNNING:
                 continue  # preempted earlier in this loop
             if self.pages.pages_to_write(seq, 1) == 0:  # 15 steps in 16: the token fits its own last page
@@ -210,6 +218,20 @@ class Scheduler:
             seq.pending_samples = []
         return samplers
 
+    def sampled(self, seqs: list[Sequence]) -> list[int]:
+        """Append a pending token (sampled on the device, ``Sequence.append_pending``) to each of ``seqs``
+        and retire those whose length it reaches: they give their slot and pages back now, as no step
+        computes that token, and finish when it is read (``append_tokens``). Returns the tokens' indices
+        in ``token_ids``."""
+        indices = [seq.append_pending() for seq in seqs]
+        for seq in seqs:
+            if self.reached_length(seq):
+                self.running.remove(seq)
+                self.pages.free(seq)
+                seq.status = SequenceStatus.RETIRING
+                self.retiring.append(seq)
+        return indices
+
     def reached_length(self, seq: Sequence) -> bool:
         """Whether ``seq``'s tokens (pending ones included) reach ``max_new_tokens`` or ``max_model_len``:
         it samples no more, and finishes once its last token is resolved."""
@@ -241,9 +263,11 @@ class Scheduler:
         return finished
 
     def _release(self, seq: Sequence) -> None:
-        """Take a running or swapped-out ``seq`` off the device pages or host copy it holds."""
+        """Take a running, swapped-out or retiring ``seq`` off the device pages, host copy or list it holds."""
         if seq.status == SequenceStatus.RUNNING:
             self.running.remove(seq)
             self.pages.free(seq)
         elif seq.status == SequenceStatus.SWAPPED:
             self.swap.remove(seq)
+        elif seq.status == SequenceStatus.RETIRING:
+            self.retiring.remove(seq)

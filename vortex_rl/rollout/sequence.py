@@ -66,6 +66,7 @@ class SequenceStatus(enum.Enum):
     WAITING = "waiting"    # not admitted yet: holds no pages
     RUNNING = "running"    # holds pages: prefilling (``in_prefill``) or decoding
     SWAPPED = "swapped"    # preempted while decoding: its pages are in host memory (``host_kv``)
+    RETIRING = "retiring"  # sampled its last token (length reached), not read yet: holds no pages
     FINISHED = "finished"
 
 
