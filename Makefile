@@ -51,7 +51,7 @@ test-sglang: $(STAMP)
 VERL_SPEC ?= verl==0.9.1
 VERL_NODEPS := tensordict==0.10.0 pyvers==0.1.0 torchdata==0.11.0 TransferQueue==0.1.11 importlib_metadata \
 	lazy-importer cloudpickle
-VERL_DEPS := cachetools fastapi uvicorn codetiming pybind11 pylatexenc peft msgspec pyzmq zipp prometheus_client
+VERL_DEPS := cachetools fastapi uvicorn codetiming pybind11 pylatexenc peft msgspec pyzmq zipp prometheus_client orjson
 VERL_CONSTRAINTS := $(VENV)/verl-constraints.txt
 test-verl: $(STAMP)
 	$(PY) -c "import torch, transformers; print(f'torch=={torch.__version__.split(\"+\")[0]}'); \

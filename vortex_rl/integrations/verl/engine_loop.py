@@ -53,6 +53,8 @@ class EngineLoop:
             return await asyncio.shield(future)
         except asyncio.CancelledError:  # the caller went away: its request must not keep decoding
             async with self.lock:
+                # The step in flight is read off the event loop; abort_request's own read is then a no-op.
+                await asyncio.to_thread(self.engine.flush)
                 self._drop(future)
             raise
 
@@ -122,6 +124,7 @@ class EngineLoop:
             if self.num_inflight:
                 raise RuntimeError(f"{what} while {self.num_inflight} requests are in flight: abort them "
                                    "(abort_all_requests) or let them finish first")
+            await asyncio.to_thread(self.engine.flush)  # a last overlapped step, read off the event loop
             yield self.engine
 
 
