@@ -153,3 +153,47 @@ def test_sampling_tensors_rows_and_flags_follow_each_sequence():
         safe = SamplingTensors(**{**part.__dict__, "any_greedy": True, "all_greedy": False})
         fast, slow = sample(logits[subset], part), sample(logits[subset], safe)
         assert torch.equal(fast.tokens, slow.tokens) and torch.equal(fast.logprobs, slow.logprobs)
+
+
+def test_two_level_inversion_lands_where_the_full_cumulative_sum_puts_the_target():
+    """Against the plain inversion (a float64 cumulative sum over the whole vocabulary of the same float32
+    probabilities): the drawn token's interval holds the target, up to 1e-6 of the row's mass (the
+    chunk masses are float32 sums). 2,500 tokens make three chunks, the last one padded; filtered rows
+    leave most tokens at probability 0."""
+    from vortex_rl.rollout.sampler import CDF_CHUNK, invert_cdf
+
+    vocab, rows = 2500, 400
+    assert -(-vocab // CDF_CHUNK) == 3
+    gen = torch.Generator().manual_seed(4)
+    logits = torch.randn(rows, vocab, generator=gen) * torch.linspace(0.5, 6, rows)[:, None]
+    keep = torch.rand(rows, vocab, generator=gen) < torch.linspace(0.001, 1, rows)[:, None]
+    keep[:, vocab - 1] |= torch.arange(rows) % 7 == 0  # some rows keep the padded chunk's last token
+    logprobs = torch.log_softmax(logits.masked_fill(~keep, float("-inf")), dim=-1)
+    u = torch.from_numpy(uniform(range(rows), [9] * rows))
+    u[:3] = torch.tensor([2.0**-60, 0.5, 1 - 2.0**-53], dtype=torch.float64)  # the extremes
+    tokens = invert_cdf(logprobs, u)
+    cdf = logprobs.exp().double().cumsum(dim=-1)
+    target = u * cdf[:, -1]
+    assert (logprobs.gather(-1, tokens[:, None])[:, 0] > float("-inf")).all()  # never a token without mass
+    low = torch.where(tokens > 0, cdf.gather(-1, (tokens - 1).clamp(min=0)[:, None])[:, 0], 0.0)
+    high = cdf.gather(-1, tokens[:, None])[:, 0]
+    slack = 1e-6 * cdf[:, -1]
+    assert ((low - slack <= target) & (target <= high + slack)).all()
+    exact = torch.searchsorted(cdf, target[:, None], right=True)[:, 0]
+    assert (tokens == exact).float().mean() > 0.95  # the same token but where a boundary is within the slack
+
+
+def test_draws_over_several_chunks_follow_the_distribution():
+    """20,000 draws from a distribution spread over the three chunks of a 2,500-token vocabulary:
+    frequencies of the 8 tokens with mass within 0.015 of their probabilities."""
+    vocab, n = 2500, 20_000
+    logits = torch.full((1, vocab), float("-inf"))
+    support = torch.tensor([0, 3, 1023, 1024, 1500, 2047, 2048, 2499])
+    logits[0, support] = torch.tensor([1.0, 0.2, 2.0, -0.5, 1.5, 0.0, 0.7, 1.2])
+    t = SamplingTensors(torch.ones(n), torch.full((n,), vocab), torch.ones(n),
+                        torch.from_numpy(uniform([sample_seed(8, i) for i in range(n)], [3] * n)),
+                        filters=False, num_top_logprobs=0, any_greedy=False)
+    out = sample(logits.expand(n, -1), t)
+    freq = torch.bincount(out.tokens, minlength=vocab).double() / n
+    assert freq[support].sum().item() == 1.0
+    torch.testing.assert_close(freq[support], torch.softmax(logits[0, support].double(), -1), atol=0.015, rtol=0)

@@ -102,16 +102,14 @@ def sampling_logprobs(logits: torch.Tensor, t: SamplingTensors) -> torch.Tensor:
 def sample(logits: torch.Tensor, t: SamplingTensors) -> SamplerOutput:
     """Draw one token per row of ``logits: [rows, vocab]`` (greedy rows take the argmax).
 
-    Non-greedy rows invert the cumulative distribution at the row's uniform number, so the draw is
-    exact for the filtered, renormalised distribution.
+    Non-greedy rows invert the cumulative distribution at the row's uniform number (``invert_cdf``),
+    so the draw is exact for the filtered, renormalised distribution.
     """
     logprobs = sampling_logprobs(logits, t)
     if t.all_greedy:
         tokens = logits.argmax(dim=-1)
     else:
-        cdf = logprobs.double().exp().cumsum(dim=-1)
-        target = t.uniforms * cdf[:, -1]
-        tokens = torch.searchsorted(cdf, target[:, None], right=True)[:, 0].clamp(max=logits.shape[-1] - 1)
+        tokens = invert_cdf(logprobs, t.uniforms)
         if t.any_greedy:
             tokens = torch.where(t.temperatures == 0, logits.argmax(dim=-1), tokens)
     chosen = logprobs.gather(-1, tokens[:, None])[:, 0]
@@ -119,6 +117,45 @@ def sample(logits: torch.Tensor, t: SamplingTensors) -> SamplerOutput:
     if t.num_top_logprobs:
         top_values, top_ids = logprobs.topk(t.num_top_logprobs, dim=-1)
     return SamplerOutput(tokens, chosen, top_ids, top_values)
+
+
+CDF_CHUNK = 1024  # tokens per chunk of the two-level inversion: ~150 chunks for a 152K vocabulary
+
+
+def invert_cdf(logprobs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """The token where each row's cumulative distribution passes ``uniforms * total``: ``logprobs``
+    ``[rows, vocab]`` float32, ``uniforms`` ``[rows]`` float64 in (0, 1); returns ``[rows]`` int64, always a
+    token of positive probability.
+
+    In two levels, so no scan runs along the whole vocabulary (a 152K-long cumulative sum per row is a
+    serial loop on the CPU and a handful of thread blocks on a GPU): the masses of chunks of
+    ``CDF_CHUNK`` probabilities (a parallel reduction), the chunk where the target falls (a float64
+    cumulative sum over the chunks), then the token within that chunk, where the target's place in the
+    chunk's mass is matched against a float64 cumulative sum over the chunk alone. So a token's
+    probability is exact within its chunk and the chunks' masses are float32 sums (relative error about
+    1e-7, the precision of the float32 probabilities themselves).
+    """
+    rows, vocab = logprobs.shape
+    length = min(vocab, CDF_CHUNK)
+    chunks = -(-vocab // length)
+    probs = torch.empty(rows, chunks * length, dtype=torch.float32, device=logprobs.device)
+    torch.exp(logprobs, out=probs[:, :vocab])
+    probs[:, vocab:] = 0  # the last chunk's padding: no mass
+    probs = probs.view(rows, chunks, length)
+    mass = probs.sum(dim=-1).double()  # [rows, chunks]
+    chunk_cdf = mass.cumsum(dim=-1)
+    target = (uniforms * chunk_cdf[:, -1])[:, None]
+    # right=True: the first chunk whose cumulative mass exceeds the target, so one with mass; a target
+    # rounded up to the total takes the last chunk with mass.
+    chunk = torch.minimum(torch.searchsorted(chunk_cdf, target, right=True),
+                          torch.searchsorted(chunk_cdf, chunk_cdf[:, -1:].contiguous(), right=False))  # [rows, 1]
+    before = torch.where(chunk > 0, chunk_cdf.gather(-1, (chunk - 1).clamp(min=0)), 0.0)
+    fraction = (target - before) / mass.gather(-1, chunk)  # where the target falls in the chunk, [0, 1)
+    inner = probs.gather(1, chunk[:, :, None].expand(-1, -1, length))[:, 0].double().cumsum(dim=-1)
+    total = inner[:, -1:].contiguous()
+    index = torch.minimum(torch.searchsorted(inner, fraction * total, right=True),
+                          torch.searchsorted(inner, total, right=False))  # rounding: the last token with mass
+    return (chunk * length + index)[:, 0]
 
 
 def sampling_tensors(seqs: list, vocab: int, device: torch.device) -> SamplingTensors:
