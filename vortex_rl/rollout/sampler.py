@@ -17,21 +17,23 @@ import torch
 from vortex_rl.devices import to_device
 
 MASK32 = 0xFFFFFFFF
-_MIX = 0x45D9F3B  # odd multiplier < 2**27: products of 32-bit values stay below 2**59 (no uint64 overflow)
+_MIX = np.uint32(0x45D9F3B)
 
 
 def _mix32(x: np.ndarray) -> np.ndarray:
-    """A 32-bit integer hash (xorshift-multiply rounds) of uint64 arrays holding values in [0, 2**32)."""
-    x = x ^ (x >> 16)
-    x = (x * _MIX) & MASK32
-    x = x ^ (x >> 16)
-    x = (x * _MIX) & MASK32
-    return x ^ (x >> 16)
+    """A 32-bit integer hash (xorshift-multiply rounds) of a uint32 array, in place: uint32 arithmetic
+    wraps modulo 2**32, which is the hash's own modulus."""
+    x ^= x >> 16
+    x *= _MIX
+    x ^= x >> 16
+    x *= _MIX
+    x ^= x >> 16
+    return x
 
 
 def mix32(x: int) -> int:
     """The same hash of one Python int (its low 32 bits), for deriving seeds."""
-    return int(_mix32(np.uint64(x & MASK32)))
+    return int(_mix32(np.array([x & MASK32], dtype=np.uint32))[0])
 
 
 def sample_seed(seed: int, sample_index: int) -> int:
@@ -39,11 +41,12 @@ def sample_seed(seed: int, sample_index: int) -> int:
     return mix32(mix32(seed & MASK32) ^ mix32((seed >> 32) + 0x9E3779B9) ^ mix32(sample_index + 0x632BE5AB))
 
 
-def uniform(seeds: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """``[rows]`` float64 uniforms in (0, 1) from 32-bit ``seeds`` and token ``positions`` (integers)."""
-    seeds, positions = np.asarray(seeds, dtype=np.uint64), np.asarray(positions, dtype=np.uint64)
-    a = _mix32(seeds ^ _mix32(positions & MASK32))
-    b = _mix32(a ^ 0x5BD1E995)
+def uniform(seeds, positions) -> np.ndarray:
+    """``[rows]`` float64 uniforms in (0, 1) from 32-bit ``seeds`` and token ``positions`` (integer arrays
+    or lists; positions count modulo 2**32)."""
+    seeds = np.asarray(seeds).astype(np.uint32)
+    a = _mix32(seeds ^ _mix32(np.asarray(positions).astype(np.uint32)))
+    b = _mix32(a ^ np.uint32(0x5BD1E995))
     return (a.astype(np.float64) + (b.astype(np.float64) + 0.5) / 2.0**32) / 2.0**32
 
 
@@ -168,8 +171,8 @@ def sampling_tensors(seqs: list, vocab: int, device: torch.device) -> SamplingTe
                for key, p in by_params.items()}
     host = np.empty((rows, 4), dtype=np.float64)  # temperature, top_p, top_k, uniform; exact in float64
     host[:, :3] = [rows_of[id(s.params)] for s in seqs]
-    host[:, 3] = uniform(np.fromiter((s.seed for s in seqs), np.uint64, rows),
-                         np.fromiter((len(s) for s in seqs), np.uint64, rows))
+    host[:, 3] = uniform(np.fromiter((s.seed for s in seqs), np.uint32, rows),
+                         np.fromiter((len(s) for s in seqs), np.int64, rows))
     params = by_params.values()
     on_device = to_device(torch.from_numpy(host), device)
     return SamplingTensors(
