@@ -135,7 +135,11 @@ def run_flow(spec: str, args, prompts, device, dtype) -> dict:
     engine.reset_stats()
     params = SamplingParams(temperature=1.0, max_new_tokens=args.gen_len, ignore_eos=True, seed=args.seed)
     timer = DecodeForwardTimer(engine.runner, device)
-    completions = engine.generate(prompts, params, n=args.n, use_tqdm=True)
+    phases = HostPhaseTimer(engine)
+    try:
+        completions = engine.generate(prompts, params, n=args.n, use_tqdm=True)
+    finally:
+        phases.restore()
     stats = engine.stats.as_dict()
     # Same seeds, same batches: a flow must sample the same tokens with and without overlap.
     digest = hashlib.sha1(json.dumps([c.token_ids for group in completions for c in group]).encode())
@@ -147,6 +151,7 @@ def run_flow(spec: str, args, prompts, device, dtype) -> dict:
         # Host work per step: the wall time not spent waiting for sampled tokens (with overlap, the
         # step rate is the larger of this and the device's time per step).
         stats["host_ms_per_step"] = 1e3 * (stats["elapsed_s"] - stats["token_wait_s"]) / (steps + stats["prefill_steps"])
+        stats["host_phase_ms_per_step"] = phases.ms_per_step(steps + stats["prefill_steps"], stats["token_wait_s"])
     del engine
     gc.collect()
     if device.type == "cuda":
@@ -186,6 +191,58 @@ class DecodeForwardTimer:
             return sum(spans)
         torch.cuda.synchronize()
         return sum(start.elapsed_time(end) for start, end in spans) / 1e3
+
+
+class HostPhaseTimer:
+    """Wall time of the host's parts of a step, so a run that the host bounds says where: the
+    scheduler, the decode input arrays, the sampling parameters, launching the sampler's kernels,
+    graph replay (copies into the static buffers and the launch) and reading sampled tokens (the wait
+    for the device excluded). CUDA work is launched asynchronously, so on a GPU each is the host's
+    share alone. Wraps the engine's instances and the two sampler functions ``Engine`` calls, until
+    ``restore``."""
+
+    def __init__(self, engine: Engine):
+        import vortex_rl.rollout.engine as engine_module
+
+        self.seconds: dict[str, float] = {}
+        self._restore = []
+        runner = engine.runner
+        self._wrap(engine.scheduler, "schedule", "schedule")
+        self._wrap(runner, "decode_inputs", "decode_inputs")
+        if runner.graphs is not None:
+            self._wrap(runner.graphs, "replay", "graph_replay")
+        self._wrap(engine_module, "sampling_tensors", "sampling_tensors")
+        self._wrap(engine_module, "sample", "sample_launch")
+        self._wrap(engine, "_read", "read")
+        self.engine = engine
+
+    def _wrap(self, owner, attr: str, phase: str) -> None:
+        inner = getattr(owner, attr)
+        self.seconds[phase] = 0.0
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self.seconds[phase] += time.perf_counter() - start
+
+        setattr(owner, attr, timed)
+        # An instance attribute shadows the class's method: deleting it restores that. A module's
+        # function is put back.
+        self._restore.append((owner, attr, None if attr in vars(type(owner)) else inner))
+
+    def restore(self) -> None:
+        for owner, attr, inner in self._restore:
+            if inner is None:
+                delattr(owner, attr)
+            else:
+                setattr(owner, attr, inner)
+
+    def ms_per_step(self, steps: int, token_wait_s: float) -> dict[str, float]:
+        ms = {phase: 1e3 * s / steps for phase, s in self.seconds.items()}
+        ms["read"] -= 1e3 * token_wait_s / steps  # _read's wait for the device is not host work
+        return ms
 
 
 def device_name(device: torch.device) -> str:
@@ -372,6 +429,10 @@ def main(argv=None) -> dict:
               f"{r.get('other_ms_per_step', float('nan')):>9.2f}{r.get('host_ms_per_step', float('nan')):>8.2f}"
               f"{r['peak_pages']:>12d}{r['num_pages']:>8d}"
               f"{r['preemptions']:>9d}")
+    for r in report["results"]:
+        if "host_phase_ms_per_step" in r:
+            print(f"host ms per step, {r['run']}: " + ", ".join(
+                f"{phase} {ms:.3f}" for phase, ms in r["host_phase_ms_per_step"].items()))
     for r in report["results"]:
         if "overlap_speedup" in r:
             print(f"overlap scheduling: {r['flow']} {r['overlap_speedup']:.2f}x the serial run's tokens/s; "

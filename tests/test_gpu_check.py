@@ -33,7 +33,11 @@ def test_gpu_check_cpu_smoke(tmp_path):
     assert {(r["sweep"], r["op"]) for r in phases["kernel_sweep"]["rows"]} == {
         ("tile", "dense"), ("tile", "sparse"), ("splits", "dense"), ("splits", "sparse"), ("chunks", "indexer")}
     assert all(r.get("max_abs_diff", 0) < 1e-5 and r.get("pages_equal", True) for r in sweep["rows"])
-    assert (tmp_path / "gpu_check_rollout.json").exists()
+    # the host's parts of a step: each a share of the host time, none counted twice
+    for r in json.loads((tmp_path / "gpu_check_rollout.json").read_text())["results"]:
+        phase_ms = r["host_phase_ms_per_step"]
+        assert {"schedule", "decode_inputs", "sampling_tensors", "sample_launch", "read"} <= set(phase_ms)
+        assert min(phase_ms.values()) >= -1e-6 and 0 < sum(phase_ms.values()) <= r["host_ms_per_step"]
     assert "| ok" in done.stdout or "ok (" in done.stdout  # the table was printed
 
 
