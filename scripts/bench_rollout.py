@@ -152,7 +152,10 @@ def run_flow(spec: str, args, prompts, device, dtype) -> dict:
         # step rate is the larger of this and the device's time per step).
         stats["host_ms_per_step"] = 1e3 * (stats["elapsed_s"] - stats["token_wait_s"]) / (steps + stats["prefill_steps"])
         stats["host_phase_ms_per_step"] = phases.ms_per_step(steps + stats["prefill_steps"], stats["token_wait_s"])
-    del engine
+    # Free this run's KV cache before the next engine sizes its own from the device's free memory: every
+    # reference to the engine goes first (the timers wrap its runner and hold it), then its cycles.
+    timer.restore()
+    del engine, timer, phases
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -170,7 +173,16 @@ class DecodeForwardTimer:
 
     def __init__(self, runner, device: torch.device):
         self.inner, self.cuda, self.spans = runner.run, device.type == "cuda", {True: [], False: []}
+        self.runner = runner
         runner.run = self  # the engine calls runner.run(batch): this instance now stands there
+
+    def restore(self) -> None:
+        """Put the runner's own ``run`` back (the instance attribute shadowed the method) and drop the
+        runner, so that nothing here keeps the engine's memory alive."""
+        if self.runner is not None:
+            del self.runner.run
+            self.runner = None
+        self.inner = None
 
     def __call__(self, batch, **kwargs):
         if not self.cuda:

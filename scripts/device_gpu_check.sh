@@ -16,6 +16,9 @@ cd "$(dirname "$0")/.."
 OUT="${OUT:-bench_results/device}"
 mkdir -p "$OUT"
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || echo "no nvidia-smi" > "$OUT/nvidia-smi.txt"
+# Triton builds its launcher with the C compiler and caches kernels under $HOME: without either, every
+# Triton phase fails, and these lines say why in the first seconds.
+echo "cc: $(command -v cc || command -v gcc || echo none)  HOME=${HOME:-unset}  triton cache: ${TRITON_CACHE_DIR:-$HOME/.triton/cache}"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY="${PYTHON:-python3}"
 TOTAL_LIMIT_S="${TOTAL_LIMIT_S:-540}"  # whole seconds below: bash arithmetic has no fractions

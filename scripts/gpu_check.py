@@ -93,7 +93,6 @@ def run_isolated(name: str, args: argparse.Namespace, out: Path, limit: float) -
     """Run one phase as ``gpu_check.py --phases name --no-isolate`` in a child process under ``limit``
     seconds; its phase record, or one that says how it ended (time limit, exit without a record) with the
     tail of its output. The child's JSON goes to the temp dir: only the merged report goes to ``out``."""
-    import subprocess
     import tempfile
 
     child_out = Path(tempfile.gettempdir()) / f"gpu_check.{os.getpid()}.{name}.json"
@@ -106,19 +105,57 @@ def run_isolated(name: str, args: argparse.Namespace, out: Path, limit: float) -
         cmd.append("--cpu-smoke")
     print(f"\n=== {name} (own process, limit {limit:.0f} s)", flush=True)
     start = time.perf_counter()
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
-        tail, how = (done.stdout + done.stderr)[-3000:], f"exited with code {done.returncode}"
-    except subprocess.TimeoutExpired as e:
-        tail = ((e.stdout or b"").decode(errors="replace") + (e.stderr or b"").decode(errors="replace"))[-3000:]
-        how = f"stopped at its time limit of {limit:.0f} s"
+    tail, how = stream_child(cmd, limit)
     seconds = time.perf_counter() - start
-    print(tail, flush=True)
     if child_out.exists():
         phases = json.loads(child_out.read_text())["phases"]
         if phases:
             return phases[0]
-    return {"phase": name, "ok": False, "seconds": seconds, "error": f"{how} without a result", "rows": []}
+    return {"phase": name, "ok": False, "seconds": seconds, "error": f"{how} without a result", "rows": [],
+            "output_tail": tail}
+
+
+def _write_through(chunk: bytes) -> None:
+    sys.stdout.flush()  # what this process printed comes first
+    sys.stdout.buffer.write(chunk)
+    sys.stdout.buffer.flush()
+
+
+def stream_child(cmd: list[str], limit: float, sink: Callable[[bytes], None] = _write_through,
+                 tail_chars: int = 3000) -> tuple[str, str]:
+    """Run ``cmd`` for at most ``limit`` seconds, passing its stdout and stderr to ``sink`` as they come
+    (the device log then holds a phase's progress and traceback even when the device call's own limit
+    ends this whole process mid-phase). Returns ``(the last tail_chars of its output, how it ended)``."""
+    import collections
+    import subprocess
+    import threading
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    kept: collections.deque[bytes] = collections.deque()
+    kept_bytes = 0
+
+    def pump() -> None:
+        nonlocal kept_bytes
+        fd = proc.stdout.fileno()
+        while chunk := os.read(fd, 1 << 16):  # what is there now, not a whole line: progress bars too
+            sink(chunk)
+            kept.append(chunk)
+            kept_bytes += len(chunk)
+            while kept_bytes - len(kept[0]) >= 4 * tail_chars:  # the tail only (UTF-8: up to 4 bytes a char)
+                kept_bytes -= len(kept.popleft())
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        proc.wait(timeout=limit)
+        how = f"exited with code {proc.returncode}"
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        how = f"stopped at its time limit of {limit:.0f} s"
+    reader.join(timeout=10)  # a grandchild still holding the pipe must not hold this check up
+    return b"".join(kept).decode(errors="replace")[-tail_chars:], how
 
 
 # ------------------------------------------------------------------------------------------- phase 1

@@ -4,6 +4,7 @@ on the CPU, so the script works the first time a GPU is lent."""
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -234,3 +235,58 @@ def test_sweep_flags_the_configs_whose_reads_fit_in_l2():
         hot.update({(op, batch): w < 2 * l2 for op, w in work.items()})
     assert {k for k, v in hot.items() if v} == {("dense", 1), ("attention", 1), ("indexer", 1), ("sparse", 1),
                                                   ("attention", 4), ("indexer", 4), ("sparse", 4)}
+
+
+def test_a_phase_streams_its_output_as_it_runs_and_is_stopped_at_its_limit():
+    """An isolated phase's output reaches the log while it runs (not when it exits), so a phase cut off by
+    the device call's own limit, which ends gpu_check too, still leaves its progress and traceback there;
+    a child past its limit is stopped, and its output's tail is kept for the record."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import gpu_check
+
+    arrivals = []
+    start = time.perf_counter()
+    child = [sys.executable, "-c", "import time; print('phase started', flush=True); time.sleep(60)"]
+    tail, how = gpu_check.stream_child(child, limit=5, sink=lambda chunk: arrivals.append(
+        (time.perf_counter() - start, chunk)))
+    assert how == "stopped at its time limit of 5 s"
+    assert time.perf_counter() - start < 30  # stopped, not waited for
+    first_at, first = arrivals[0]
+    assert b"phase started" in first and first_at < 5  # seen before the child ended
+    assert "phase started" in tail
+    # the tail keeps the end of a long output, and a child that exits says how
+    child = [sys.executable, "-c", "print('x' * 50000); print('the end'); raise SystemExit(3)"]
+    tail, how = gpu_check.stream_child(child, limit=60, sink=lambda chunk: None, tail_chars=100)
+    assert how == "exited with code 3" and tail.endswith("the end\n") and len(tail) == 100
+
+
+def test_bench_rollout_frees_each_engine_before_the_next_is_sized(monkeypatch):
+    """Each flow's engine (its KV cache) is unreachable when run_flow frees memory, so the next engine,
+    sized from the device's free memory, does not count the last one's cache as used (on an 80 GB card the
+    third run would otherwise get a few GB and preempt)."""
+    import gc
+    import types
+    import weakref
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench_rollout
+
+    engines, alive_at_collect = [], []
+
+    class RecordedEngine(bench_rollout.Engine):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            engines.append(weakref.ref(self))
+
+    def collect():
+        gc.collect()
+        alive_at_collect.append([ref() is not None for ref in engines])
+
+    monkeypatch.setattr(bench_rollout, "Engine", RecordedEngine)
+    monkeypatch.setattr(bench_rollout, "gc", types.SimpleNamespace(collect=collect))
+    args = bench_rollout.parse_args(["--model", "tiny", "--requests", "4", "--n", "2", "--gen-len", "4"])
+    prompts = bench_rollout.workload(args)
+    for flow in ("dense", "block_sparse_attention"):
+        row = bench_rollout.run_flow(flow, args, prompts, torch.device("cpu"), torch.float32)
+        assert row["generated_tokens"] == 4 * 4 and row["forward_ms_per_step"] > 0
+    assert alive_at_collect == [[False], [False, False]]
