@@ -45,11 +45,11 @@ def test_micro_batches():
         micro_batch_indices(lengths, max_tokens=8)
 
 
-@pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_scores_match_unpadded_forwards(temperature, make_tiny_actor):
+@pytest.mark.parametrize("temperature,chunk_tokens", [(1.0, 1024), (0.7, 1024), (0.7, 1), (1.0, 7)])
+def test_scores_match_unpadded_forwards(temperature, chunk_tokens, make_tiny_actor):
     model, _ = make_tiny_actor()
     b = make_batch()
-    out = score_responses(model, b, temperature=temperature, topk=4, with_entropy=True)
+    out = score_responses(model, b, temperature=temperature, topk=4, with_entropy=True, chunk_tokens=chunk_tokens)
     with torch.no_grad():
         for i, (p, r) in enumerate(zip(PROMPTS, RESPONSES)):
             logits = model(input_ids=torch.tensor([p + r])).logits[0, len(p) - 1 : len(p) + len(r) - 1] / temperature
@@ -84,3 +84,50 @@ def test_micro_batch_gradients_add_up_to_the_full_batch_gradient(make_tiny_actor
     split = grads([torch.tensor([0, 2]), torch.tensor([3]), torch.tensor([1])])
     for a, c in zip(full, split):
         torch.testing.assert_close(a, c, atol=1e-6, rtol=1e-4)
+
+
+def _full_logits_log_probs(model, b, temperature):
+    """The reference: the model's own full ``[batch, seq, vocab]`` logits, log-softmax, gather."""
+    logits = model(input_ids=b.input_ids).logits.float() / temperature
+    steps = torch.arange(b.responses.shape[1])
+    positions = (b.prompt_lens[:, None] - 1 + steps).clamp(max=b.input_ids.shape[1] - 1)
+    picked = logits[torch.arange(len(b))[:, None], positions]
+    return torch.log_softmax(picked, -1).gather(-1, b.responses[..., None])[..., 0]
+
+
+@pytest.mark.parametrize("chunk_tokens", [1, 4, 1024])
+def test_chunked_scoring_gradients_equal_the_full_logits_gradients(chunk_tokens, make_tiny_actor):
+    """With gradients on, the chunks' logits are recomputed in the backward pass (activation checkpointing):
+    the gradient of every parameter (the tied embedding / output head included) equals the one through the
+    model's own full logits, within 1e-5 relative."""
+    model, _ = make_tiny_actor()
+    b = make_batch()
+    weights = torch.randn(b.responses.shape, generator=torch.Generator().manual_seed(1)) * b.response_mask
+
+    def grads(log_probs_fn):
+        model.zero_grad()
+        (log_probs_fn() * weights).sum().backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    reference = grads(lambda: _full_logits_log_probs(model, b, 0.7))
+    chunked = grads(lambda: score_responses(model, b, temperature=0.7, chunk_tokens=chunk_tokens).log_probs)
+    assert reference.keys() == chunked.keys()
+    for name in reference:
+        torch.testing.assert_close(chunked[name], reference[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_scoring_puts_the_output_head_back_and_refuses_heads_it_cannot_chunk(make_tiny_actor):
+    model, _ = make_tiny_actor()
+    b = make_batch()
+    head = model.get_output_embeddings()
+    score_responses(model, b, temperature=1.0)
+    assert "forward" not in vars(head)  # the class's forward again: the full logits come back
+    assert model(input_ids=b.input_ids).logits.shape[-1] == model.config.vocab_size
+    bad = make_batch()
+    bad.responses = bad.responses + 10**6  # an id past the vocabulary fails inside the scorer
+    with pytest.raises(RuntimeError):
+        score_responses(model, bad, temperature=1.0)
+    assert "forward" not in vars(head)
+    model.config.final_logit_softcapping = 30.0
+    with pytest.raises(ValueError, match="final_logit_softcapping"):
+        score_responses(model, b, temperature=1.0)

@@ -76,13 +76,13 @@ class LocalLearner:
             batch.alpha, batch.alpha_upper, batch.alpha_est = torch.zeros(size), torch.zeros(size), torch.zeros(size)
         if self.ref_model is not None:
             batch.ref_log_probs = torch.zeros(size)
-        temperature = self.config.rollout.temperature
+        temperature, chunk_tokens = self.config.rollout.temperature, self.config.actor.logits_chunk_tokens
         for index in self._micro_batches(batch):
             mb = batch.select(index).trimmed().to(self.device)
             width = mb.responses.shape[1]
             with autocast(self.config.model, self.device):
                 scores = score_responses(self.model, mb, temperature=temperature, topk=k if with_alpha else 0,
-                                         with_entropy=True)
+                                         with_entropy=True, chunk_tokens=chunk_tokens)
             batch.old_log_probs[index, :width] = scores.log_probs.cpu()
             batch.entropy[index, :width] = scores.entropy.cpu()
             if with_alpha:
@@ -93,7 +93,7 @@ class LocalLearner:
                 batch.alpha_est[index, :width] = bounds.estimate.cpu()
             if self.ref_model is not None:
                 with autocast(self.config.model, self.device):
-                    ref = score_responses(self.ref_model, mb, temperature=temperature)
+                    ref = score_responses(self.ref_model, mb, temperature=temperature, chunk_tokens=chunk_tokens)
                 batch.ref_log_probs[index, :width] = ref.log_probs.cpu()
 
     def update(self, batch: RolloutBatch) -> dict[str, float]:

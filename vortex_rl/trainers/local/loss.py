@@ -28,7 +28,7 @@ def micro_batch_loss(model: torch.nn.Module, mb: RolloutBatch, *, config: ActorC
     ``mb`` must carry ``old_log_probs`` and ``advantages`` (and ``ref_log_probs`` with the KL loss);
     ``mask`` is its loss mask ``[batch, response_len]``; ``num_tokens`` / ``num_seqs`` count the mini-batch.
     """
-    scores = score_responses(model, mb, temperature=temperature)
+    scores = score_responses(model, mb, temperature=temperature, chunk_tokens=config.logits_chunk_tokens)
     advantages = mb.advantages.unsqueeze(1).expand_as(scores.log_probs)
     policy_loss = get_policy_loss(config.policy_loss)
     loss, metrics = policy_loss(
