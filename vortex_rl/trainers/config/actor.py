@@ -40,6 +40,8 @@ class ActorConfig:
     loss_agg_mode: ``token-mean``, ``seq-mean-token-sum`` or ``seq-mean-token-mean``.
     use_kl_loss / kl_loss_coef / kl_loss_type: KL to the initial policy in the loss (``k1`` or ``k3``;
         verl's ``kl`` and ``low_var_kl`` are accepted too).
+    entropy_coeff: weight of the entropy bonus, as verl's: the loss is the policy loss minus
+        ``entropy_coeff`` times the responses' entropy (aggregated by ``loss_agg_mode``); 0 leaves it out.
     logits_chunk_tokens: response tokens whose ``[tokens, vocab]`` float32 logits exist at once when the
         actor scores a micro-batch (old log-probs and the loss; with gradients, each chunk's logits are
         recomputed in the backward pass instead of kept). Smaller saves memory, larger launches fewer
@@ -61,12 +63,14 @@ class ActorConfig:
     use_kl_loss: bool = False
     kl_loss_coef: float = 0.001
     kl_loss_type: str = "k3"
+    entropy_coeff: float = 0.0
     logits_chunk_tokens: int = 1024
 
     def __post_init__(self) -> None:
         check(self.ppo_epochs >= 1, f"actor.ppo_epochs={self.ppo_epochs} must be >= 1")
         check(self.ppo_micro_batch_size_per_gpu >= 1, f"actor.ppo_micro_batch_size_per_gpu={self.ppo_micro_batch_size_per_gpu} must be >= 1")
         check(self.ppo_max_token_len_per_gpu >= 1, f"actor.ppo_max_token_len_per_gpu={self.ppo_max_token_len_per_gpu} must be >= 1")
+        check(self.entropy_coeff >= 0, f"actor.entropy_coeff={self.entropy_coeff} must be >= 0 (a bonus on entropy)")
         check(self.logits_chunk_tokens >= 1, f"actor.logits_chunk_tokens={self.logits_chunk_tokens} must be >= 1")
         check(self.grad_clip > 0, f"actor.grad_clip={self.grad_clip} must be > 0")
         check(0 <= self.clip_ratio_low < 1 and self.clip_ratio_high >= 0,
