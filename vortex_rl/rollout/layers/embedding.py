@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vortex_rl.rollout.layers.linear import attach_loader, copy_checked
+from vortex_rl.rollout.layers.linear import attach_loader, copy_checked, linear
 
 
 class VocabEmbedding(nn.Module):
@@ -34,4 +34,4 @@ class LMHead(VocabEmbedding):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: ``[rows, hidden]`` -> logits ``[rows, vocab]`` float32."""
-        return F.linear(hidden, self.weight).float()
+        return linear(hidden, self.weight).float()
