@@ -3,7 +3,8 @@
 Phases (each timed and isolated: a failing phase is recorded with its error and the next one runs, so a
 short GPU loan is never lost to the first bug). On a GPU each phase runs in its own process under a time
 limit (``PHASE_LIMIT_S``, ``--phase-limit-s``): an illegal memory access poisons the CUDA context of its
-process, which would otherwise fail every later phase, and a phase that overruns would eat the loan.
+process, which would otherwise fail every later phase, and a phase that overruns would eat the loan. A
+phase's output is passed on as it comes, so the log keeps it even when the device call ends mid-phase.
 
 1. ``kernels``: every Triton kernel against its torch reference at real shapes in bf16 (contexts from 1
    token to 128K, up to 16,384 pages per request, GQA 1/2/4), with the tolerances of ``TOL``.

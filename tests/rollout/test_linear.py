@@ -1,15 +1,16 @@
 """``layers.linear.linear``: the engine's projections equal ``F.linear`` on every path (the CPU decode path
-that puts the weight on the left for a few rows, and the plain one), with the output contiguous."""
+that puts the weight on the left for a few rows, a single row doubled, and the plain one), with the output
+contiguous."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from vortex_rl.rollout.layers.embedding import LMHead
-from vortex_rl.rollout.layers.linear import CPU_WEIGHT_LEFT_ROWS, QKVLinear, linear
+from vortex_rl.rollout.layers.linear import CPU_WEIGHT_LEFT_MAX_ROWS, QKVLinear, linear
 
 
-@pytest.mark.parametrize("rows", [1, 2, 4, CPU_WEIGHT_LEFT_ROWS[1], CPU_WEIGHT_LEFT_ROWS[1] + 1, 300])
+@pytest.mark.parametrize("rows", [1, 2, 4, CPU_WEIGHT_LEFT_MAX_ROWS, CPU_WEIGHT_LEFT_MAX_ROWS + 1, 300])
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_linear_equals_f_linear(rows, with_bias):
     gen = torch.Generator().manual_seed(rows)

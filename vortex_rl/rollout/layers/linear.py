@@ -12,18 +12,22 @@ import torch.nn.functional as F
 from torch import nn
 
 
-# Row counts for which a float32 product on CPU is taken as ``(W @ x^T)^T``. MKL runs ``x @ W^T`` with a
-# few rows (decode) far below the memory bandwidth; the same product with ``W`` as the left operand reads it
-# in storage order. SmolLM2-135M's projections, 30 layers with weights out of cache, 2 cores: 62.8 -> 25.7 ms
-# at 4 rows, 81.8 -> 65.5 at 16, 290.7 -> 258.3 at 128; the same at 1 row, slower from 256 (492 -> 518).
-CPU_WEIGHT_LEFT_ROWS = (2, 128)
+# On CPU, float32 products of at most this many rows (decode) are taken as ``(W @ x^T)^T``. MKL runs
+# ``x @ W^T`` with a few rows, and a single row as a matrix-vector product, far below the memory
+# bandwidth; with ``W`` as the left operand and ``x^T`` a transposed view (BLAS "N", "T") it reads ``W``
+# in storage order. A single row is doubled to take that form. SmolLM2-135M's projections, 30 layers
+# with weights out of cache, 2 cores: 46.6 -> 26.5 ms a step at 1 row, 62.8 -> 25.7 at 4, 81.8 -> 65.5
+# at 16, 290.7 -> 258.3 at 128; slower from 256 rows (492 -> 518), where ``F.linear`` stays.
+CPU_WEIGHT_LEFT_MAX_ROWS = 128
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``x @ weight^T (+ bias)`` for ``x [rows, in]``, ``weight [out, in]``: ``[rows, out]`` (contiguous)."""
-    low, high = CPU_WEIGHT_LEFT_ROWS
-    if x.device.type == "cpu" and x.dim() == 2 and low <= x.shape[0] <= high and x.dtype == weight.dtype == torch.float32:
-        out = torch.mm(weight, x.t()).t().contiguous()
+    rows = x.shape[0] if x.dim() == 2 else 0
+    if (x.device.type == "cpu" and 1 <= rows <= CPU_WEIGHT_LEFT_MAX_ROWS
+            and x.dtype == weight.dtype == torch.float32):
+        lhs = x if rows > 1 else x.expand(2, -1).contiguous()
+        out = torch.mm(weight, lhs.t())[:, :rows].t().contiguous()
         return out if bias is None else out.add_(bias)
     return F.linear(x, weight, bias)
 
