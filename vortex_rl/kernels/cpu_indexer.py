@@ -36,10 +36,12 @@ def _centroid_scores(q: torch.Tensor, centroids: torch.Tensor, table: torch.Tens
     rows = torch.index_select(centroids.reshape(centroids.shape[0], kv_heads * head_dim), 0, table.reshape(-1))
     rows = rows.view(batch, width, kv_heads * head_dim).float()
     q_mean = q.float().view(batch, kv_heads, q_heads // kv_heads, head_dim).mean(dim=2)  # [b, kv, d]
-    # Block diagonal: column h holds q_mean[:, h] in rows h * head_dim .. (h + 1) * head_dim.
+    # Block diagonal: column h holds q_mean[:, h] in rows h * head_dim .. (h + 1) * head_dim. It is built
+    # as its transpose and passed as a transposed view: MKL's batched product with a row-major 3-column
+    # right operand ran 3x slower (SmolLM2 at 16 x 8K, 30 layers: 39 -> 14 ms a step).
     eye = torch.eye(kv_heads, dtype=torch.float32)
-    block = (q_mean[:, :, :, None] * eye[None, :, None, :]).reshape(batch, kv_heads * head_dim, kv_heads)
-    return torch.bmm(rows, block).transpose(1, 2)  # [b, kv, width]
+    block_t = (eye[None, :, :, None] * q_mean[:, None, :, :]).reshape(batch, kv_heads, kv_heads * head_dim)
+    return torch.bmm(rows, block_t.transpose(1, 2)).transpose(1, 2)  # [b, kv, width]
 
 
 def _ascending(chosen: torch.Tensor, max_budget: int) -> torch.Tensor:
