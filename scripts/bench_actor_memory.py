@@ -32,6 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
+from vortex_rl.trainers.algos.core_algos import entropy_from_logits  # noqa: E402
 from vortex_rl.trainers.batch import build_batch  # noqa: E402
 from vortex_rl.trainers.local.learner import enable_checkpointing  # noqa: E402
 from vortex_rl.trainers.local.logprobs import response_positions, score_responses  # noqa: E402
@@ -94,11 +95,10 @@ def full_logits_scores(model, batch, *, temperature: float, topk: int, with_entr
     logits = logits.gather(1, positions.unsqueeze(-1).expand(-1, -1, logits.shape[-1])).float() / temperature
     log_norm = torch.logsumexp(logits, dim=-1)
     log_probs = logits.gather(-1, batch.responses.unsqueeze(-1)).squeeze(-1) - log_norm
-    if with_entropy:
-        probs = torch.softmax(logits, dim=-1)
-        _entropy = torch.logsumexp(logits, dim=-1) - (probs * logits).sum(-1)
+    if with_entropy:  # computed for its memory, as the learner did; only the log-probs are compared
+        entropy_from_logits(logits)
     if topk:
-        _values = logits.topk(topk, dim=-1)
+        logits.topk(topk, dim=-1)
     return log_probs
 
 

@@ -168,8 +168,11 @@ def kl_penalty(log_prob: torch.Tensor, ref_log_prob: torch.Tensor, kind: str) ->
     return KL_ESTIMATORS.get(kind)(log_prob, ref_log_prob)
 
 
-def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of ``softmax(logits)`` over the last dim: ``logsumexp(l) - sum(softmax(l) * l)``; ``[...]``."""
+def entropy_from_logits(logits: torch.Tensor, log_norm: torch.Tensor | None = None) -> torch.Tensor:
+    """Entropy of ``softmax(logits)`` over the last dim: ``logsumexp(l) - sum(softmax(l) * l)``; ``[...]``.
+    ``log_norm``: ``logsumexp(logits, -1)`` when the caller has it already (one pass over the vocabulary less)."""
     logits = logits.float()
     probs = torch.softmax(logits, dim=-1)
-    return torch.logsumexp(logits, dim=-1) - (probs * logits).sum(-1)
+    if log_norm is None:
+        log_norm = torch.logsumexp(logits, dim=-1)
+    return log_norm - (probs * logits).sum(-1)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from vortex_rl.trainers.algos.core_algos import entropy_from_logits
 from vortex_rl.trainers.batch import RolloutBatch
 
 # Response tokens whose logits exist at once: 1024 x 151,936 float32 is 622 MB (a few such tensors live
@@ -61,7 +62,7 @@ def score_token_chunk(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Te
     log_norm = torch.logsumexp(logits, dim=-1)
     columns = [logits.gather(-1, targets[:, None]).squeeze(-1) - log_norm]
     if with_entropy:
-        columns.append(log_norm - (torch.softmax(logits, dim=-1) * logits).sum(-1))
+        columns.append(entropy_from_logits(logits, log_norm))
     topk_ids = None
     if topk > 0:
         values, topk_ids = logits.topk(topk, dim=-1)
@@ -82,10 +83,10 @@ def _chunked_head(head: torch.nn.Module, batch: RolloutBatch, *, temperature: fl
         weight, bias = head.weight, head.bias
         # The recomputation only pays off where a backward pass will need the chunk's logits.
         recompute = torch.is_grad_enabled() and (flat.requires_grad or weight.requires_grad)
+        kwargs = dict(temperature=temperature, topk=topk, with_entropy=with_entropy)
         values, ids = [], []
         for start in range(0, flat.shape[0], chunk_tokens):
             args = (flat[start:start + chunk_tokens], weight, bias, targets[start:start + chunk_tokens])
-            kwargs = dict(temperature=temperature, topk=topk, with_entropy=with_entropy)
             if recompute:
                 chunk_values, chunk_ids = checkpoint(score_token_chunk, *args, use_reentrant=False, **kwargs)
             else:
