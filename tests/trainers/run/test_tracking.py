@@ -1,6 +1,7 @@
 """metrics.jsonl as it is written and resumed, W&B mode, plots."""
 
 import json
+import re
 
 import pytest
 
@@ -58,4 +59,6 @@ def test_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch):
     assert ids["a"][0] == ids["a"][1] and ids["b"][0] != ids["a"][0]
     assert (tmp_path / "a" / "wandb_run_id").read_text().strip() == ids["a"][0]
     offline = sorted(p.name for p in (tmp_path / "a" / "wandb").glob("offline-run-*"))
-    assert len(offline) == 2 and all(name.endswith(ids["a"][0]) for name in offline)  # `wandb sync` joins them
+    # `wandb sync` joins them; two starts in the same second get wandb's "-1" suffix on the second folder
+    pattern = re.compile(rf"offline-run-\d{{8}}_\d{{6}}-{ids['a'][0]}(-\d+)?")
+    assert len(offline) == 2 and all(pattern.fullmatch(name) for name in offline), offline
