@@ -1,5 +1,5 @@
 """Attention kernels: Triton kernels, each beside the plain-torch reference its tests compare with,
-and the CPU kernels (``cpu_decode``, ``cpu_indexer``) that run where Triton does not.
+and the CPU kernels (``cpu_decode``, ``cpu_indexer``, ``cpu_append``) that run where Triton does not.
 
 This is the bottom layer of vortex-rl: it imports nothing from the rest of the package. The launchers
 are exported only when Triton imports (``HAS_TRITON``); the references and CPU kernels always are.
@@ -7,6 +7,7 @@ are exported only when Triton imports (``HAS_TRITON``); the references and CPU k
 
 from vortex_rl.kernels._triton import HAS_TRITON
 from vortex_rl.kernels.append_kv import append_kv_and_centroids_ref
+from vortex_rl.kernels.cpu_append import append_kv_and_centroids_cpu, write_kv_cpu
 from vortex_rl.kernels.cpu_decode import dense_decode_attention_cpu, sparse_decode_attention_cpu
 from vortex_rl.kernels.cpu_indexer import block_sparse_indexer_cpu
 from vortex_rl.kernels.indexer import block_sparse_indexer_ref
@@ -26,6 +27,7 @@ __all__ = [
     "DecodeLaunch",
     "default_decode_launch",
     "all_page_ids",
+    "append_kv_and_centroids_cpu",
     "append_kv_and_centroids_ref",
     "block_sparse_indexer_cpu",
     "block_sparse_indexer_ref",
@@ -39,6 +41,7 @@ __all__ = [
     "sparse_decode_attention_cpu",
     "sparse_decode_attention_ref",
     "update_centroids_ref",
+    "write_kv_cpu",
     "write_kv_ref",
 ]
 
@@ -46,11 +49,11 @@ __all__ = [
 CPU_KERNELS = {
     "sparse_decode": sparse_decode_attention_cpu,
     "dense_decode": dense_decode_attention_cpu,
-    "write_kv": write_kv_ref,
+    "write_kv": write_kv_cpu,
     "pool_pages": pool_pages_ref,
     "merge_states": merge_states_ref,
     "block_sparse_indexer": block_sparse_indexer_cpu,
-    "append_kv_and_centroids": append_kv_and_centroids_ref,  # write_kv + centroid update: cheap on CPU
+    "append_kv_and_centroids": append_kv_and_centroids_cpu,
 }
 
 if HAS_TRITON:

@@ -56,6 +56,21 @@ def _append_kv_centroids_kernel(
     tl.store(dst, centroid.to(centroids_ptr.dtype.element_ty), mask=tl.where(is_last, d_ok, False))
 
 
+def check_append_inputs(k, v, k_cache, v_cache, centroids, loc) -> None:
+    """Raise ``ValueError`` naming the argument when the append kernels' inputs do not fit together."""
+    check_cache_write(k, k_cache, loc, "k")
+    check_cache_write(v, v_cache, loc, "v")
+    num_pages, kv_heads, _, head_dim = k_cache.shape
+    if v_cache.shape != k_cache.shape:
+        raise ValueError(f"k_cache {tuple(k_cache.shape)} and v_cache {tuple(v_cache.shape)} differ in shape")
+    if tuple(centroids.shape) != (num_pages, kv_heads, 1, head_dim) or centroids.stride(-1) != 1:
+        raise ValueError(
+            f"centroids must be [num_pages={num_pages}, kv_heads={kv_heads}, 1, head_dim={head_dim}] with a "
+            f"unit last stride, got {tuple(centroids.shape)}"
+        )
+    check_same_device(k=k, centroids=centroids)
+
+
 def append_kv_and_centroids(
     k: torch.Tensor,
     v: torch.Tensor,
@@ -76,17 +91,8 @@ def append_kv_and_centroids(
     loc : Tensor ``[num_tokens]`` int32/int64 slots; negative slots are skipped.
     """
     require_triton("append_kv_and_centroids")
-    check_cache_write(k, k_cache, loc, "k")
-    check_cache_write(v, v_cache, loc, "v")
+    check_append_inputs(k, v, k_cache, v_cache, centroids, loc)
     num_pages, kv_heads, page_size, head_dim = k_cache.shape
-    if v_cache.shape != k_cache.shape:
-        raise ValueError(f"k_cache {tuple(k_cache.shape)} and v_cache {tuple(v_cache.shape)} differ in shape")
-    if tuple(centroids.shape) != (num_pages, kv_heads, 1, head_dim) or centroids.stride(-1) != 1:
-        raise ValueError(
-            f"centroids must be [num_pages={num_pages}, kv_heads={kv_heads}, 1, head_dim={head_dim}] with a "
-            f"unit last stride, got {tuple(centroids.shape)}"
-        )
-    check_same_device(k=k, centroids=centroids)
     if k.shape[0] == 0:
         return
     k, v, loc = unit_stride(k), unit_stride(v), unit_stride(loc)  # strided rows of a qkv output need no copy

@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from vortex_rl.kernels.page_lists import check_decode_inputs, listed_prefix, page_token_mask
+from vortex_rl.kernels.page_lists import check_decode_inputs
 
 # Gathered K + V per chunk; measured best between 16 and 32 MiB on a 2-core Xeon (L2 4 MiB).
 CHUNK_BYTES = 32 << 20
@@ -114,16 +114,24 @@ def _dense_chunk(table: torch.Tensor, lens: torch.Tensor, page_size: int) -> tup
     return table[:, None, :width].clamp(min=0), None if bool(valid.all()) else valid
 
 
-def _sparse_chunk(table: torch.Tensor, lens: torch.Tensor, pages: torch.Tensor,
-                  page_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(physical [n, kv_heads, budget], valid [n, kv_heads, budget * page_size])`` for the physical pages
-    ``pages [n, kv_heads, budget]`` (int64, ``-1`` unlisted), with the references' token mask."""
-    n, kv_heads, budget = pages.shape
-    valid = page_token_mask(pages, table, lens, page_size)
-    return pages.clamp(min=0), valid.reshape(n, kv_heads, budget * page_size)
+def _listed_fill(pages: torch.Tensor, table: torch.Tensor, lens: torch.Tensor, list_lens: torch.Tensor | None,
+                 page_size: int) -> torch.Tensor:
+    """Valid tokens of each entry of ``pages [batch, kv_heads, budget]`` (int64, ``-1`` unlisted):
+    ``[batch, kv_heads, budget]`` int64, ``page_size`` for a listed page, the request's last fill for its
+    last page, 0 for an unlisted entry (or one at or past ``list_lens``, or of a request with no tokens).
+    The references' :func:`~vortex_rl.kernels.page_lists.page_token_mask` as a count, in a third of the ops."""
+    batch = pages.shape[0]
+    last = ((lens + page_size - 1) // page_size - 1).clamp(min=0)  # [batch] logical id of the last page
+    last_page = torch.gather(table, 1, last[:, None]).view(batch, 1, 1)
+    last_fill = (lens - last * page_size).view(batch, 1, 1)
+    listed = (pages >= 0) & (lens > 0).view(batch, 1, 1)
+    if list_lens is not None:
+        listed &= torch.arange(pages.shape[-1]) < list_lens.long().view(batch, 1, 1)
+    return torch.where(listed, torch.where(pages == last_page, last_fill, page_size), 0)
 
 
-def _decode_cpu(q, k_cache, v_cache, page_table, seq_lens, page_ids, *, sm_scale, out, lse, use_flash):
+def _decode_cpu(q, k_cache, v_cache, page_table, seq_lens, page_ids, *, sm_scale, out, lse, use_flash,
+                list_lens=None):
     batch, q_heads, head_dim = q.shape
     kv_heads, page_size = k_cache.shape[1], k_cache.shape[2]
     scale = sm_scale if sm_scale is not None else 1.0 / math.sqrt(head_dim)
@@ -137,12 +145,12 @@ def _decode_cpu(q, k_cache, v_cache, page_table, seq_lens, page_ids, *, sm_scale
         width = int(((lens.max() + page_size - 1) // page_size).clamp(max=table.shape[1], min=1))
     else:
         page_ids = page_ids.long()
+        fill = _listed_fill(page_ids, table, lens, list_lens, page_size)
         # Attend over the listed columns only: a list sized for a larger budget (the budget guard's
         # engines) ends in -1 columns, and masked keys still change the kernel's summation blocks, so
         # without the trim the same pages would round differently from an engine sized for this budget.
-        listed = (page_ids >= 0).flatten(0, 1).any(dim=0).nonzero()
-        width = int(listed[-1]) + 1 if listed.numel() else 1
-        page_ids = page_ids[..., :width]
+        width = max(int(((fill > 0) * torch.arange(1, fill.shape[-1] + 1)).amax()), 1)
+        page_ids, fill = page_ids[..., :width].clamp(min=0), fill[..., :width]
     per_request = 2 * kv_heads * width * page_size * head_dim * k_cache.element_size()
     step = max(1, CHUNK_BYTES // per_request)
     qg = q.view(batch, kv_heads, q_heads // kv_heads, head_dim)
@@ -152,7 +160,8 @@ def _decode_cpu(q, k_cache, v_cache, page_table, seq_lens, page_ids, *, sm_scale
             physical, valid = _dense_chunk(table[b0:b1], lens[b0:b1], page_size)
             physical = physical.expand(-1, kv_heads, -1)
         else:
-            physical, valid = _sparse_chunk(table[b0:b1], lens[b0:b1], page_ids[b0:b1], page_size)
+            physical = page_ids[b0:b1]
+            valid = (torch.arange(page_size) < fill[b0:b1, :, :, None]).view(b1 - b0, kv_heads, width * page_size)
         o, chunk_lse = _attend_chunk(qg[b0:b1], k_cache, v_cache, physical, valid, scale, use_flash=use_flash)
         out[b0:b1] = o.reshape(b1 - b0, q_heads, head_dim)
         lse[b0:b1] = chunk_lse.reshape(b1 - b0, q_heads)
@@ -209,8 +218,8 @@ def sparse_decode_attention_cpu(
     """
     check_decode_inputs(q, k_cache, v_cache, page_table, seq_lens, page_ids, list_lens)
     _check_cpu(q, out, lse)
-    return _decode_cpu(q, k_cache, v_cache, page_table, seq_lens, listed_prefix(page_ids, list_lens),
-                       sm_scale=sm_scale, out=out, lse=lse, use_flash=use_flash)
+    return _decode_cpu(q, k_cache, v_cache, page_table, seq_lens, page_ids, sm_scale=sm_scale, out=out, lse=lse,
+                       use_flash=use_flash, list_lens=list_lens)
 
 
 def dense_decode_attention_cpu(

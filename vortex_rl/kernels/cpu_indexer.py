@@ -7,8 +7,10 @@ per-layer work of a decode step in a handful of ops:
   (``kv_heads * head_dim`` values per page), and scored with one ``bmm`` against a block-diagonal
   matrix of the group-averaged queries (``[batch, pages, kv_heads * head_dim] @ [batch, kv_heads *
   head_dim, kv_heads]``): no permuted copy of the centroids;
-- the chosen ids are compacted in ascending order with a cumulative sum and one scatter, not a sort of
-  the whole page row;
+- one ``topk`` of budget width ranks every page, with the pages a request always keeps (sink, local,
+  or all of them when they fit) at ``+inf``; each request takes its first ``count`` ranks and one sort
+  of those ``budget`` ids puts them in ascending order (67 torch ops a layer at SmolLM2's shape; a mask
+  per kind of page, a scatter and a compaction took 92, which at batch 1 cost more than the scoring);
 - on CPU the lengths are read on the host for free: the page row is trimmed to the longest request, and
   a step where every request fits its budget skips the scoring.
 """
@@ -44,17 +46,6 @@ def _centroid_scores(q: torch.Tensor, centroids: torch.Tensor, table: torch.Tens
     return torch.bmm(rows, block_t.transpose(1, 2)).transpose(1, 2)  # [b, kv, width]
 
 
-def _ascending(chosen: torch.Tensor, max_budget: int) -> torch.Tensor:
-    """Ids of the ``True`` entries of ``chosen [batch, kv_heads, width]`` in ascending order, ``-1``
-    after: ``[batch, kv_heads, max_budget]`` int32 (at most ``max_budget`` are chosen per row)."""
-    batch, kv_heads, width = chosen.shape
-    slot = torch.cumsum(chosen, dim=-1) - 1
-    slot = torch.where(chosen, slot, torch.full_like(slot, max_budget))  # unchosen: a discarded column
-    ids = torch.arange(width, dtype=torch.int32).expand(batch, kv_heads, width)
-    out = torch.full((batch, kv_heads, max_budget + 1), -1, dtype=torch.int32)
-    return out.scatter_(-1, slot, ids)[..., :max_budget]
-
-
 def block_sparse_indexer_cpu(
     q: torch.Tensor,
     centroids: torch.Tensor,
@@ -83,29 +74,36 @@ def block_sparse_indexer_cpu(
     result = _output(out, (batch, kv_heads, max_budget), q.device)
     if batch == 0 or max_budget == 0:
         return result
-    n = _page_counts(page_table, seq_lens, page_size)
+    n = _page_counts(page_table, seq_lens, page_size).view(batch, 1, 1)
+    budget = budgets.long().clamp(max=max_budget).view(batch, 1, 1)
     width = max(int(n.max()), 1)
-    budget = budgets.long().clamp(max=max_budget)
-    idx = torch.arange(width)[None, None, :]
-    exists = idx < n[:, None, None]
+    table = page_table[:, :width].long()
+    idx = torch.arange(width).view(1, 1, width)
     if bool((n <= budget).all()):  # every page of every request fits: nothing to score
-        result.copy_(_to_physical(_ascending(exists.expand(batch, kv_heads, width), max_budget), page_table))
-        return result
-    scores = _centroid_scores(q, centroids, page_table[:, :width].long().clamp(min=0))
-    is_candidate = (idx >= sink_pages) & (idx < (n - local_pages)[:, None, None])
-    k = min(max(max_budget - sink_pages - local_pages, 0), width)
-    ranked = torch.where(is_candidate, scores, torch.full_like(scores, float("-inf"))).topk(k, dim=-1).indices
-    rank_ok = torch.arange(k)[None, None, :] < (budget - sink_pages - local_pages)[:, None, None]
-    taken = rank_ok & torch.gather(is_candidate.expand_as(scores), -1, ranked)
-    top = torch.zeros(scores.shape, dtype=torch.bool).scatter_(-1, ranked, taken)
-    fixed = ((idx < sink_pages) | (idx >= (n - local_pages)[:, None, None])) & exists
-    chosen = torch.where((n <= budget)[:, None, None], exists, fixed | top)
-    result.copy_(_to_physical(_ascending(chosen, max_budget), page_table))
+        keep = (idx < n).expand(batch, 1, width)
+        taken = torch.where(keep, table[:, None, :], -1).expand(batch, kv_heads, width)
+    else:
+        taken = _top_pages(q, centroids, table, n, budget, idx, sink_pages, local_pages, max_budget)
+    if taken.shape[-1] < max_budget:
+        result[..., taken.shape[-1]:] = -1
+    result[..., :taken.shape[-1]] = taken
     return result
 
 
-def _to_physical(logical: torch.Tensor, page_table: torch.Tensor) -> torch.Tensor:
-    """``logical [batch, kv_heads, budget]`` (``-1`` padding) as the ``page_table`` entries they name."""
-    batch = logical.shape[0]
-    phys = torch.gather(page_table.long(), 1, logical.long().clamp(min=0).view(batch, -1)).view(logical.shape)
-    return torch.where(logical >= 0, phys, torch.full_like(phys, -1))
+def _top_pages(q, centroids, table, n, budget, idx, sink_pages, local_pages, max_budget):
+    """The chosen physical pages ``[batch, kv_heads, min(max_budget, width)]`` in ascending logical order,
+    ``-1`` after. One ``topk`` ranks every page: the pages a request always keeps (sink and local, or all of
+    them when they fit its budget) rank first at ``+inf``, candidates by score, pages past ``n`` last."""
+    scores = _centroid_scores(q, centroids, table.clamp(min=0))
+    always = (idx < n) & ((idx < sink_pages) | (idx >= n - local_pages) | (n <= budget))
+    key = torch.where(always, float("inf"), torch.where(idx < n, scores, float("-inf")))
+    k = min(max_budget, table.shape[1])
+    ranked = key.topk(k, dim=-1).indices  # [batch, kv_heads, k], best first
+    # How many of the ranked pages a request takes: all of them if they fit, else its fixed pages (the
+    # union of sink and local within n) and the budget left after sink + local.
+    extra = (budget - sink_pages - local_pages).clamp(min=0)
+    count = torch.where(n <= budget, n, n.clamp(max=sink_pages + local_pages) + extra)
+    ascending = torch.where(torch.arange(k) < count, ranked, table.shape[1]).sort(dim=-1).values
+    logical = ascending.clamp(max=table.shape[1] - 1).flatten(1)
+    physical = torch.gather(table, 1, logical).view(ascending.shape)
+    return torch.where(ascending < table.shape[1], physical, -1)
