@@ -79,6 +79,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="seconds for the whole check: with --isolate no phase runs past it, and phases that "
                         f"would get under {MIN_PHASE_S} s are skipped and recorded, so the table and JSON are "
                         "written before a device call's limit ends the run (default: none)")
+    p.add_argument("--table", action=argparse.BooleanOptionalAction, default=True,
+                   help="print the table at the end (an isolated phase's process prints none: its parent prints "
+                        "one for every phase, and a device reply keeps only its last 12,000 characters)")
     return p.parse_args(argv)
 
 
@@ -98,8 +101,8 @@ def run_isolated(name: str, args: argparse.Namespace, out: Path, limit: float) -
 
     child_out = Path(tempfile.gettempdir()) / f"gpu_check.{os.getpid()}.{name}.json"
     child_out.unlink(missing_ok=True)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--phases", name, "--no-isolate", "--out", str(child_out),
-           "--artifacts-dir", str(args.artifacts_dir or out.parent)]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--phases", name, "--no-isolate", "--no-table",
+           "--out", str(child_out), "--artifacts-dir", str(args.artifacts_dir or out.parent)]
     if args.gen_len is not None:
         cmd += ["--gen-len", str(args.gen_len)]
     if CPU_SMOKE:
@@ -392,7 +395,8 @@ def main(argv=None) -> int:
         else:
             results.append(run_phase(name, phases_fn[name]))
         out.write_text(json.dumps({"info": info, "phases": results}, indent=2, default=str))  # as it goes
-    print_table(info, results)
+    if args.table:
+        print_table(info, results)
     print(f"\nwrote {out}")
     return 0 if all(p["ok"] for p in results) else 1
 

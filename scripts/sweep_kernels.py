@@ -45,7 +45,7 @@ import bench_kernels as bk  # noqa: E402
 
 from vortex_rl import kernels  # noqa: E402
 from vortex_rl.kernels import DecodeLaunch, default_decode_launch  # noqa: E402
-from vortex_rl.kernels.split_kv import MAX_SPLITS, MIN_BLOCKS_PER_SPLIT  # noqa: E402
+from vortex_rl.kernels.split_kv import grid_splits, request_splits  # noqa: E402
 
 CONTEXT = 16384
 TILE_BATCH = 32  # the batch of the targets; the tile sweep runs there only
@@ -148,12 +148,9 @@ def run_sweeps(device: torch.device, shape: bk.Shape, context: int, tile_batch: 
 
 def splits_used(num_splits: int, entries: int, pages_per_block: int) -> int:
     """Splits a request of ``entries`` page-list entries really spreads over when ``num_splits`` are asked
-    for: the launcher caps the grid at the blocks and ``MAX_SPLITS``, the kernel gives each split
-    ``MIN_BLOCKS_PER_SPLIT`` blocks at least, in whole blocks (``paged_decode._paged_decode_kernel``)."""
+    for (``split_kv.grid_splits`` then ``split_kv.request_splits``: the launcher's cap, the kernel's rule)."""
     blocks = -(-entries // pages_per_block)
-    grid = max(1, min(num_splits, blocks, MAX_SPLITS))
-    splits = max(1, min(grid, -(-blocks // MIN_BLOCKS_PER_SPLIT)))
-    return -(-blocks // -(-blocks // splits))
+    return request_splits(grid_splits(num_splits, blocks), blocks)
 
 
 def _split_name(op: str, num_splits: int, shape: bk.Shape, context: int) -> str:

@@ -53,6 +53,9 @@ def test_isolated_phases_keep_their_results_and_a_phase_past_its_limit_is_record
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     (phase,) = json.loads(out.read_text())["phases"]
     assert phase["phase"] == "kernels" and phase["ok"] and phase["rows"]
+    # One table, the parent's, ends the output: the child's own would spend the device reply's tail.
+    assert done.stdout.count("\n[kernels] ok") == 1, done.stdout[-4000:]
+    assert done.stdout.rstrip().endswith(f"wrote {out}")
     out = tmp_path / "limit.json"
     done = subprocess.run(script + ["--phases", "grpo,kernels", "--phase-limit-s", "2", "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)

@@ -1,6 +1,7 @@
 """How many programs share a row: the wave model of ``split_count_for``, on hand-computed cases."""
 
 import pytest
+import torch
 
 from vortex_rl.kernels.split_kv import split_count_for
 
@@ -26,3 +27,30 @@ H100 = 132  # SMs; 2 programs per SM make a wave of 264
 ])
 def test_split_count_follows_the_wave_model(programs, num_blocks, min_blocks, max_splits, want):
     assert split_count_for(programs, num_blocks, H100, min_blocks=min_blocks, max_splits=max_splits) == want
+
+
+@pytest.mark.parametrize("num_splits", [1, 2, 3, 4, 16])
+def test_request_splits_is_the_rule_the_kernel_applies(make_paged_batch, monkeypatch, num_splits):
+    """The host copy of the kernel's per-request split sizing (what the benchmarks report) against the
+    kernel itself (Triton interpreter): the splits that wrote a state (finite lse) per request.
+    Lengths of 1 to 9 blocks of 1 page: 1 block uses 1 split, 5 blocks in 3 run as 2 + 2 + 1."""
+    from vortex_rl.kernels import paged_decode
+    from vortex_rl.kernels.split_kv import grid_splits, request_splits
+
+    seq_lens = [5, 16 * 2, 16 * 5, 16 * 7 + 3, 16 * 9]
+    b = make_paged_batch(seq_lens, q_heads=2, kv_heads=1, head_dim=16)
+    parts = []
+    real_finish = paged_decode.finish_splits
+    monkeypatch.setattr(paged_decode, "finish_splits", lambda out, lse, o, lp: parts.append(lp.clone())
+                        or real_finish(out, lse, o, lp))
+    launch = paged_decode.DecodeLaunch(pages_per_block=1, num_stages=1, num_warps=1)
+    paged_decode.dense_decode_attention(b.q, b.k_cache, b.v_cache, b.page_table, b.seq_lens, num_splits=num_splits,
+                                        config=launch)
+    grid = grid_splits(num_splits, b.page_table.shape[1])
+    want = [request_splits(grid, -(-n // 16)) for n in seq_lens]
+    if grid == 1:  # no partial states: the kernel wrote the outputs directly
+        assert not parts and want == [1] * len(seq_lens)
+        return
+    (lse_part,) = parts  # [batch, q_heads, grid]
+    assert lse_part.shape[-1] == grid
+    assert torch.isfinite(lse_part[:, 0]).sum(dim=-1).tolist() == want

@@ -40,7 +40,13 @@ from vortex_rl.kernels._triton import launch, next_pow2, require_triton, tl, tri
 from vortex_rl.kernels.page_lists import (  # noqa: F401 - all_page_ids, all_pages: part of this module's API
     all_page_ids, all_pages, check_decode_inputs, listed_prefix, page_token_mask,
 )
-from vortex_rl.kernels.split_kv import MAX_SPLITS, MIN_BLOCKS_PER_SPLIT, choose_num_splits, finish_splits, split_outputs
+from vortex_rl.kernels.split_kv import (
+    MIN_BLOCKS_PER_SPLIT,
+    choose_num_splits,
+    finish_splits,
+    grid_splits,
+    split_outputs,
+)
 
 
 def sparse_decode_attention_ref(
@@ -252,7 +258,7 @@ def _launch(q, k_cache, v_cache, page_table, seq_lens, pages, *, sm_scale, num_s
         num_splits = choose_num_splits(batch, kv_heads, num_blocks, q.device)
     if not isinstance(num_splits, int) or num_splits < 1:
         raise ValueError(f"num_splits={num_splits!r} must be a positive int or None (automatic)")
-    num_splits = max(1, min(num_splits, num_blocks, MAX_SPLITS))
+    num_splits = grid_splits(num_splits, num_blocks)
     out, lse, o_t, lse_t = split_outputs(q, num_splits, out, lse)
     if batch == 0 or q_heads == 0:
         return out, lse

@@ -71,6 +71,22 @@ def choose_num_splits(batch: int, kv_heads: int, num_blocks: int, device: torch.
                            max_splits=MAX_SPLITS)
 
 
+def grid_splits(num_splits: int, num_blocks: int) -> int:
+    """Splits per (request, KV head) in the launch grid when ``num_splits`` are asked for a page list of
+    ``num_blocks`` blocks: at most the blocks and ``MAX_SPLITS``."""
+    return max(1, min(num_splits, num_blocks, MAX_SPLITS))
+
+
+def request_splits(grid: int, blocks: int) -> int:
+    """Splits that hold work for one request of ``blocks`` blocks in a grid of ``grid`` splits: the rule
+    ``paged_decode._paged_decode_kernel`` applies in each program (``MIN_BLOCKS_PER_SPLIT`` blocks a split
+    at least, whole blocks per split, so 5 blocks in 3 splits run as 2 + 2 + 1), here on the host for the
+    benchmarks that name what a launch really did. The other splits write an empty state."""
+    splits = max(1, min(grid, -(-blocks // MIN_BLOCKS_PER_SPLIT)))
+    per_split = -(-blocks // splits)
+    return -(-blocks // per_split)
+
+
 def check_outputs(q: torch.Tensor, out: torch.Tensor | None, lse: torch.Tensor | None) -> None:
     """``out`` must be a contiguous ``q``-shaped tensor of ``q.dtype``; ``lse`` contiguous float32 ``q.shape[:2]``."""
     if out is not None and (out.shape != q.shape or out.dtype != q.dtype or not out.is_contiguous()):

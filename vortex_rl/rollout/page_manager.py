@@ -50,18 +50,16 @@ class PageManager:
             self.free_pages.append(page)
 
     def pages_to_write(self, seq: Sequence, num_new_tokens: int) -> int:
-        """Pages ``seq`` must take to write ``num_new_tokens`` more tokens (new pages and private copies).
-        Called for every decoding sequence at every step, so written without helper calls."""
-        cached, size, table = seq.num_cached_tokens, seq.page_table.size, seq.page_table.array
-        needed = max(0, (cached + num_new_tokens + self.page_size - 1) // self.page_size - size)
-        if cached % self.page_size and self.ref_counts[table[size - 1]] > 1:  # shared partial last page
-            needed += 1
-        return needed
+        """Pages ``seq`` must take to write ``num_new_tokens`` more tokens (new pages and private copies)."""
+        end = seq.num_cached_tokens + num_new_tokens
+        needed = max(0, pages_for(end, self.page_size) - seq.page_table.size)
+        return needed + int(self._last_page_shared(seq))  # a shared partial last page is copied first
 
     def can_write(self, seq: Sequence, num_new_tokens: int, *, reserve: int = 0) -> bool:
         return self.pages_to_write(seq, num_new_tokens) + reserve <= self.num_free
 
     def _last_page_shared(self, seq: Sequence) -> bool:
+        """Whether ``seq``'s last page is partly filled and shared (``prepare_write`` copies it first)."""
         partial = seq.num_cached_tokens % self.page_size != 0
         return partial and self.ref_counts[seq.page_table[-1]] > 1
 
