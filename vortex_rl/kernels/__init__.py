@@ -1,5 +1,6 @@
 """Attention kernels: Triton kernels, each beside the plain-torch reference its tests compare with,
-and the CPU kernels (``cpu_decode``, ``cpu_indexer``, ``cpu_append``) that run where Triton does not.
+and the CPU kernels (``cpu_decode``, ``cpu_indexer``, ``cpu_append``; ``cpu_step`` keeps what they
+derive once per decode step) that run where Triton does not.
 
 This is the bottom layer of vortex-rl: it imports nothing from the rest of the package. The launchers
 are exported only when Triton imports (``HAS_TRITON``); the references and CPU kernels always are.

@@ -39,10 +39,13 @@ def check_kernel_backend(name: object, key: str = "kernel_backend") -> None:
 class KernelSet(SimpleNamespace):
     """One backend's kernels as attributes (``sparse_decode``, ``dense_decode``, ``write_kv``,
     ``pool_pages``, ``merge_states``, and the fused kernels by their own names), with the signatures of
-    the references. ``name`` names the backend; ``runs_fused`` says whether flows' fused kernels run here."""
+    the references. ``name`` names the backend; ``runs_fused`` says whether flows' fused kernels run here;
+    ``step_scratch`` says whether its kernels take a ``scratch`` dict that lives for one decode step
+    (:mod:`vortex_rl.kernels.cpu_step`; ``FlowContext.kernel_scratch``)."""
 
     name: str
     runs_fused: bool
+    step_scratch: bool = False
 
 
 class MissingKernelError(RuntimeError):
@@ -65,7 +68,7 @@ def _torch_impls() -> KernelSet:
 
 @lru_cache(maxsize=1)
 def _cpu_impls() -> KernelSet:
-    return KernelSet(name="cpu", runs_fused=True, **kernels.CPU_KERNELS)
+    return KernelSet(name="cpu", runs_fused=True, step_scratch=True, **kernels.CPU_KERNELS)
 
 
 TRITON_NAMES = {
@@ -126,8 +129,11 @@ class FusedKernel:
     - role ``indexer``: ``call(kernel, q, cache, ctx) -> pages`` with ``q [batch, q_heads, head_dim]``,
       ``cache`` the layer's ``{name: tensor}``, ``ctx`` the step's ``FlowContext``; returns physical
       page ids ``[batch, kv_heads, ctx.max_budget]`` int32, ``-1`` padding (sink and local pages in).
-    - role ``append``: ``call(kernel, k, v, cache, loc) -> None``: writes ``k, v [num_tokens, kv_heads,
-      head_dim]`` at slots ``loc`` and updates the flow's per-page state, in one launch.
+    - role ``append``: ``call(kernel, k, v, cache, loc, **kernel_kwargs) -> None``: writes ``k, v
+      [num_tokens, kv_heads, head_dim]`` at slots ``loc`` and updates the flow's per-page state, in one
+      launch; ``kernel_kwargs`` (the step's ``FlowContext.kernel_kwargs()``, or none) go to the kernel.
+
+    An indexer passes ``ctx.kernel_kwargs()`` to its kernel too.
     """
 
     kernel: str

@@ -51,7 +51,10 @@ class FlowContext:
     page_size, num_q_heads, num_kv_heads, head_dim: model and cache geometry.
     sink_pages, local_pages: pages the framework always keeps (``SparseConfig``).
     max_budget: width of every page list (largest budget).
-    kernel_backend: ``"auto"``, ``"triton"`` or ``"torch"`` (``vortex_rl.sparse.backend``).
+    kernel_backend: ``"auto"``, ``"triton"``, ``"cpu"`` or ``"torch"`` (``vortex_rl.sparse.backend``).
+    kernel_scratch: a dict that lives for this step, in which kernels that take one (the CPU kernels,
+        ``KernelSet.step_scratch``) keep what they derive from the step's tensors, once for all layers;
+        ``None`` for the other backends (``FlowRunner.plan`` sets it).
     """
 
     page_table: torch.Tensor
@@ -66,6 +69,11 @@ class FlowContext:
     local_pages: int
     max_budget: int
     kernel_backend: str = "auto"
+    kernel_scratch: dict | None = None
+
+    def kernel_kwargs(self) -> dict:
+        """Extra keyword arguments for this step's kernels: ``{"scratch": ...}`` where they take one."""
+        return {} if self.kernel_scratch is None else {"scratch": self.kernel_scratch}
 
     @classmethod
     def plan(

@@ -102,7 +102,7 @@ class FlowRunner:
 
     def plan(self, page_table: torch.Tensor, seq_lens: torch.Tensor) -> FlowContext:
         """Per-step metadata shared by every layer (device ops only)."""
-        return FlowContext.plan(
+        ctx = FlowContext.plan(
             page_table,
             seq_lens,
             self.config,
@@ -112,6 +112,9 @@ class FlowRunner:
             kernel_backend=self.kernel_backend,
             schedule=self._schedule(seq_lens.device) if self.config.budget_schedule else None,
         )
+        if getattr(self._kernels(seq_lens), "step_scratch", False):
+            ctx.kernel_scratch = {}
+        return ctx
 
     def _schedule(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         key = str(device)
@@ -158,14 +161,17 @@ class FlowRunner:
             self._fused_by_device[key] = fused_kernels(self.flow.name, self._kernels(t))
         return self._fused_by_device[key]
 
-    def write(self, k: torch.Tensor, v: torch.Tensor, cache: dict[str, torch.Tensor], loc: torch.Tensor) -> None:
+    def write(self, k: torch.Tensor, v: torch.Tensor, cache: dict[str, torch.Tensor], loc: torch.Tensor,
+              ctx: FlowContext | None = None) -> None:
         """Write new tokens (``k, v: [num_tokens, kv_heads, head_dim]``) at ``loc`` and update the state
-        (one launch when the flow declares a fused ``append`` kernel)."""
+        (one launch when the flow declares a fused ``append`` kernel). ``ctx``: the decode step's context,
+        whose kernel scratch the kernels may use (``loc`` must then be the same tensor in every layer)."""
+        extra = ctx.kernel_kwargs() if ctx is not None else {}
         append = self._fused(k).get("append")
         if append is not None:
-            append(k, v, cache, loc)
+            append(k, v, cache, loc, **extra)
             return
-        self._kernels(k).write_kv(k, v, cache["k"], cache["v"], loc)
+        self._kernels(k).write_kv(k, v, cache["k"], cache["v"], loc, **extra)
         self.update_state(cache, loc)
 
     def update_state(self, cache: dict[str, torch.Tensor], loc: torch.Tensor) -> None:
@@ -193,12 +199,13 @@ class FlowRunner:
         """Attention of ``q: [batch, q_heads, head_dim]`` for one layer: ``(o, lse)``."""
         kern = self._kernels(q)
         if self.is_dense or (layer is not None and layer in self.config.dense_layers):
-            return kern.dense_decode(q, cache["k"], cache["v"], ctx.page_table, ctx.seq_lens, sm_scale=sm_scale)
+            return kern.dense_decode(q, cache["k"], cache["v"], ctx.page_table, ctx.seq_lens, sm_scale=sm_scale,
+                                     **ctx.kernel_kwargs())
         pages = self.select(q, cache, ctx)
         # A request's list holds at most its budget of pages, first: the kernels stop there, so room for
         # a larger budget (max_budget) costs no work and changes no rounding.
         return kern.sparse_decode(q, cache["k"], cache["v"], ctx.page_table, ctx.seq_lens, pages, sm_scale=sm_scale,
-                                  list_lens=ctx.budgets)
+                                  list_lens=ctx.budgets, **ctx.kernel_kwargs())
 
 
 def _all_slots(page_table: torch.Tensor, seq_lens: torch.Tensor, page_size: int) -> torch.Tensor:

@@ -50,7 +50,7 @@ class Attention(nn.Module):
         """q: ``[num_tokens, heads, head_dim]``; k, v: ``[num_tokens, kv_heads, head_dim]`` -> o like q."""
         if self.cache is None:
             raise RuntimeError("the KV cache is not allocated (engine asleep?)")
-        self.flow_runner.write(k, v, self.cache, batch.slot_mapping)
+        self.flow_runner.write(k, v, self.cache, batch.slot_mapping, batch.flow_ctx)
         if batch.is_prefill:
             return self._prefill(q, k, v, batch)
         o, _ = self.flow_runner.decode(q, self.cache, batch.flow_ctx, layer=self.layer_idx)

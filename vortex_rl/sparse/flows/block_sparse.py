@@ -30,11 +30,12 @@ class BlockSparseAttention(vFlow):
 
 def _index(kernel, q, cache, ctx):
     return kernel(q, cache["centroids"], ctx.page_table, ctx.seq_lens, ctx.budgets, sink_pages=ctx.sink_pages,
-                  local_pages=ctx.local_pages, max_budget=ctx.max_budget, page_size=ctx.page_size)
+                  local_pages=ctx.local_pages, max_budget=ctx.max_budget, page_size=ctx.page_size,
+                  **ctx.kernel_kwargs())
 
 
-def _append(kernel, k, v, cache, loc):
-    kernel(k, v, cache["k"], cache["v"], cache["centroids"], loc)
+def _append(kernel, k, v, cache, loc, **kernel_kwargs):
+    kernel(k, v, cache["k"], cache["v"], cache["centroids"], loc, **kernel_kwargs)
 
 
 declare_fused_kernels(
