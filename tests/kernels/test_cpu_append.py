@@ -78,3 +78,5 @@ def test_bad_inputs_raise_clear_errors():
         append_kv_and_centroids_cpu(k, v, k_cache, v_cache, cent[:, :, :, :4], loc)
     with pytest.raises(ValueError, match="loc must be int32 or int64"):
         write_kv_cpu(k, v, k_cache, v_cache, loc.float())
+    with pytest.raises(ValueError, match="differ in shape"):
+        write_kv_cpu(k, v, k_cache, torch.cat([v_cache, v_cache]), loc)

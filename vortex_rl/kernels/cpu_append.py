@@ -79,6 +79,8 @@ def write_kv_cpu(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cach
     """
     check_cache_write(k, k_cache, loc, "k")
     check_cache_write(v, v_cache, loc, "v")
+    if k_cache.shape != v_cache.shape:
+        raise ValueError(f"k_cache {tuple(k_cache.shape)} and v_cache {tuple(v_cache.shape)} differ in shape")
     if k.device.type != "cpu":
         raise ValueError(f"write_kv_cpu takes CPU tensors, got k on {k.device}")
     page_size = k_cache.shape[2]
