@@ -292,34 +292,51 @@ def seed_context(engine: Engine, batch: int, pages_per_seq: int, gen: torch.Gene
     return table
 
 
-def ours_step_ms(model, tokenizer, flow: str, batch: int, context: int, args) -> list[float]:
-    """Decode steps of our engine (forward, logits, greedy sample) after ``context`` seeded tokens."""
-    from vortex_rl.rollout.sampler import sample, sampling_tensors
+class OursDecoder:
+    """Our engine for one flow, decoding greedy steps (forward, logits, sample) after ``context`` seeded
+    tokens per request."""
 
-    steps = args.warmup + args.steps
-    pages_per_seq = (context + steps + args.page_size - 1) // args.page_size
-    config = EngineConfig(flow=flow, sparse=SparseConfig(page_size=args.page_size, budget_pages=args.budget_pages),
-                          num_pages=batch * pages_per_seq, max_model_len=pages_per_seq * args.page_size,
-                          max_num_seqs=batch, dtype="float32", device="cpu", kernel_backend=args.kernel_backend,
-                          seed=args.seed)
-    engine = Engine.from_pretrained(model, tokenizer, config)
-    gen = torch.Generator().manual_seed(args.seed)
-    table = seed_context(engine, batch, pages_per_seq, gen)
-    greedy = sampling_tensors([_Greedy(context)] * batch, model.config.vocab_size, torch.device("cpu"))
-    ids, times = torch.randint(0, 1000, (batch,), generator=gen), []
-    with torch.inference_mode():
-        for step in range(steps):
-            start = time.perf_counter()
-            pos = torch.full((batch,), context + step, dtype=torch.long)
-            slots = table.long()[torch.arange(batch), pos // args.page_size] * args.page_size + pos % args.page_size
-            inputs = {"input_ids": ids, "positions": pos, "slots": slots, "page_table": table,
-                      "seq_lens": (pos + 1).to(torch.int32)}
-            logits = engine.runner.model.compute_logits(engine.runner.decode_forward(inputs))
-            ids = sample(logits, greedy).tokens
-            times.append((time.perf_counter() - start) * 1e3)
-    del engine
+    def __init__(self, model, tokenizer, flow: str, batch: int, context: int, args):
+        from vortex_rl.rollout.sampler import sampling_tensors
+
+        self.batch, self.context, self.page_size, self.done = batch, context, args.page_size, 0
+        pages_per_seq = (context + args.warmup + args.steps + args.page_size - 1) // args.page_size
+        config = EngineConfig(flow=flow, sparse=SparseConfig(page_size=args.page_size, budget_pages=args.budget_pages),
+                              num_pages=batch * pages_per_seq, max_model_len=pages_per_seq * args.page_size,
+                              max_num_seqs=batch, dtype="float32", device="cpu", kernel_backend=args.kernel_backend,
+                              seed=args.seed)
+        self.engine = Engine.from_pretrained(model, tokenizer, config)
+        gen = torch.Generator().manual_seed(args.seed)
+        self.table = seed_context(self.engine, batch, pages_per_seq, gen)
+        self.greedy = sampling_tensors([_Greedy(context)] * batch, model.config.vocab_size, torch.device("cpu"))
+        self.ids = torch.randint(0, 1000, (batch,), generator=gen)
+
+    def step_ms(self) -> float:
+        from vortex_rl.rollout.sampler import sample
+
+        start = time.perf_counter()
+        with torch.inference_mode():
+            pos = torch.full((self.batch,), self.context + self.done, dtype=torch.long)
+            page = self.table.long()[torch.arange(self.batch), pos // self.page_size]
+            inputs = {"input_ids": self.ids, "positions": pos, "slots": page * self.page_size + pos % self.page_size,
+                      "page_table": self.table, "seq_lens": (pos + 1).to(torch.int32)}
+            self.logits = self.engine.runner.model.compute_logits(self.engine.runner.decode_forward(inputs))
+            self.ids = sample(self.logits, self.greedy).tokens
+        self.done += 1
+        return (time.perf_counter() - start) * 1e3
+
+
+def ours_steps_ms(model, tokenizer, flows: tuple[str, ...], batch: int, context: int, args) -> dict[str, list[float]]:
+    """Decode step times of our engine for each flow, the flows taking turns step by step (one engine
+    each, alive together), so that a slow spell of a shared machine hits them alike."""
+    decoders = {flow: OursDecoder(model, tokenizer, flow, batch, context, args) for flow in flows}
+    times = {flow: [] for flow in flows}
+    for _ in range(args.warmup + args.steps):
+        for flow, decoder in decoders.items():
+            times[flow].append(decoder.step_ms())
+    del decoders
     gc.collect()
-    return times[args.warmup:]
+    return {flow: ts[args.warmup:] for flow, ts in times.items()}
 
 
 class _Greedy:
@@ -365,12 +382,15 @@ def _summary(times: list[float], batch: int) -> dict:
             "load_avg_1m": os.getloadavg()[0]}
 
 
-def compare_smollm2(args) -> dict:
-    """Ours dense / ours block-sparse / transformers per case; table last, JSON after each case."""
+def compare_smollm2(args, model_and_tokenizer=None) -> dict:
+    """Ours dense / ours block-sparse / transformers per case; table last, JSON after each case.
+    ``model_and_tokenizer``: SmolLM2 already loaded (default: opened from the GGUF file)."""
     from vortex_rl.rollout.model_source import open_source
 
-    source = open_source(smollm2_gguf())
-    model, tokenizer = source.hf_model.eval(), source.tokenizer
+    if model_and_tokenizer is None:
+        source = open_source(smollm2_gguf())
+        model_and_tokenizer = source.hf_model.eval(), source.tokenizer
+    model, tokenizer = model_and_tokenizer
     report = {"device": device_name(torch.device("cpu")), "torch": torch.__version__,
               "threads": torch.get_num_threads(), "model": "SmolLM2-135M-Instruct (GGUF, float32)",
               "args": vars(args), "cases": []}
@@ -378,9 +398,9 @@ def compare_smollm2(args) -> dict:
     for case in args.cases.split(","):
         batch, context = (int(x) for x in case.lower().split("x"))
         row = {"batch": batch, "context": context, "load_avg_before": os.getloadavg()[0]}
-        row["dense"] = _summary(ours_step_ms(model, tokenizer, "dense", batch, context, args), batch)
-        row["block_sparse"] = _summary(
-            ours_step_ms(model, tokenizer, "block_sparse_attention", batch, context, args), batch)
+        ours = ours_steps_ms(model, tokenizer, ("dense", "block_sparse_attention"), batch, context, args)
+        row["dense"] = _summary(ours["dense"], batch)
+        row["block_sparse"] = _summary(ours["block_sparse_attention"], batch)
         row["transformers"] = _summary(hf_step_ms(model, batch, context, args), batch)
         ms = {k: row[k]["median_step_ms"] for k in ("dense", "block_sparse", "transformers")}
         row["dense_vs_transformers"] = ms["transformers"] / ms["dense"]
@@ -393,7 +413,7 @@ def compare_smollm2(args) -> dict:
             json.dump(report, f, indent=2)
     print(f"\ndevice: {report['device']}  threads: {report['threads']}  model: {report['model']}  "
           f"kernels: {args.kernel_backend}  page {args.page_size}  budget {args.budget_pages}  "
-          f"median of {args.steps} steps")
+          f"median of {args.steps} steps (ours: dense and block-sparse step by step in turn)")
     print(f"{'case':<12}{'dense ms':>10}{'sparse ms':>11}{'hf ms':>9}{'dense tok/s':>13}{'sparse tok/s':>14}"
           f"{'hf tok/s':>10}{'hf/dense':>10}{'dense/sparse':>14}{'hf/sparse':>11}{'load':>7}")
     for r in report["cases"]:
