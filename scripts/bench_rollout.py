@@ -349,6 +349,12 @@ class _Greedy:
         return self.length
 
 
+def hf_cache_arg(model) -> str:
+    """The name ``model.forward`` takes its KV cache under (transformers 5 renamed ``past_key_values`` to
+    ``cache``)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 def hf_step_ms(model, batch: int, context: int, args) -> list[float]:
     """``transformers``' own greedy decode steps with a ``DynamicCache`` of ``context`` random tokens."""
     from transformers import DynamicCache
@@ -360,8 +366,7 @@ def hf_step_ms(model, batch: int, context: int, args) -> list[float]:
     for layer in range(c.num_hidden_layers):
         shape = (batch, c.num_key_value_heads, context, head_dim)
         cache.update(torch.randn(shape, generator=gen), torch.randn(shape, generator=gen), layer)
-    # transformers 5 renamed past_key_values to cache
-    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    cache_arg = hf_cache_arg(model)
     ids, times = torch.randint(0, 1000, (batch, 1), generator=gen), []
     with torch.inference_mode():
         for step in range(args.warmup + args.steps):

@@ -4,7 +4,6 @@ the engine's pages), the block-sparse decoder's equal them when every page fits 
 step in turn, each with its own engine; the report holds every case."""
 
 import importlib.util
-import inspect
 import json
 from pathlib import Path
 
@@ -20,7 +19,7 @@ def _bench():
     return module
 
 
-def _hf_logits(model, decoder) -> torch.Tensor:
+def _hf_logits(bench, model, decoder) -> torch.Tensor:
     """``transformers``' logits for the decoder's first step, over a cache copied from its engine's pages."""
     from transformers import DynamicCache
 
@@ -31,7 +30,7 @@ def _hf_logits(model, decoder) -> torch.Tensor:
         k, v = (runner.kv[name][layer][table] for name in ("k", "v"))
         k, v = (t.permute(0, 2, 1, 3, 4).flatten(2, 3)[:, :, :context] for t in (k, v))
         cache.update(k.clone(), v.clone(), layer)
-    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    cache_arg = bench.hf_cache_arg(model)
     batch = table.shape[0]
     with torch.inference_mode():
         out = model(input_ids=decoder.ids[:, None], use_cache=True, position_ids=torch.full((batch, 1), context),
@@ -46,7 +45,7 @@ def test_decoders_compute_the_step_and_the_report_has_every_case(smollm_hf, tmp_
                              "--output", str(tmp_path / "b.json")])
     dense, sparse = (bench.OursDecoder(model, tokenizer, flow, 2, 40, args) for flow in ("dense", "block_sparse_attention"))
     assert dense.engine is not sparse.engine
-    want = _hf_logits(model, dense)  # before the step writes its token into the pages
+    want = _hf_logits(bench, model, dense)  # before the step writes its token into the pages
     dense.step_ms()
     sparse.step_ms()
     # float32 on both sides, other summation orders: 1e-3 on logits of magnitude ~10

@@ -23,7 +23,7 @@ import torch
 
 from vortex_rl.kernels.append_kv import check_append_inputs
 from vortex_rl.kernels.cpu_step import once_per_step
-from vortex_rl.kernels.kv_cache import check_cache_write
+from vortex_rl.kernels.kv_cache import check_cache_write, run_ends
 
 
 @dataclass
@@ -51,8 +51,7 @@ def _slots(loc: torch.Tensor, page_size: int, centroids: bool) -> _Slots:
     slots = _Slots(kept, page, offset)
     if centroids and loc.numel():
         # Keep the last token of each page's run: its offset + 1 is the page's fill.
-        run_end = torch.ones(loc.numel(), dtype=torch.bool)
-        torch.ne(page[1:], page[:-1], out=run_end[:-1])
+        run_end = run_ends(page)
         ends, last = (page, offset) if bool(run_end.all()) else (page[run_end], offset[run_end])
         slots.ends, slots.fill = ends, (last + 1).float().view(-1, 1, 1)
         slots.valid = (torch.arange(page_size) < last[:, None] + 1).view(-1, 1, page_size, 1)

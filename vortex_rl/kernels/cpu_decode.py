@@ -27,7 +27,7 @@ import math
 import torch
 
 from vortex_rl.kernels.cpu_step import once_per_step
-from vortex_rl.kernels.page_lists import check_decode_inputs
+from vortex_rl.kernels.page_lists import check_decode_inputs, last_page_fill
 
 # Gathered K + V per chunk; measured best between 16 and 32 MiB on a 2-core Xeon (L2 4 MiB).
 CHUNK_BYTES = 32 << 20
@@ -124,13 +124,13 @@ def _chunk_size(kv_heads: int, width: int, page_size: int, head_dim: int, elemen
 
 
 def _dense_plan(page_table: torch.Tensor, seq_lens: torch.Tensor, kv_heads: int, page_size: int, head_dim: int,
-                dtype: torch.dtype) -> list[tuple]:
+                dtype: torch.dtype, element_size: int) -> list[tuple]:
     """Chunks of requests ``(b0, b1, physical, rows, bias, empty)`` over every page of each request, up
     to the chunk's longest (what dense decode derives from the step alone)."""
     lens, table = seq_lens.long(), page_table.long()
     batch = lens.shape[0]
     width = int(((lens.max() + page_size - 1) // page_size).clamp(max=table.shape[1], min=1))
-    step = _chunk_size(kv_heads, width, page_size, head_dim, torch.empty((), dtype=dtype).element_size())
+    step = _chunk_size(kv_heads, width, page_size, head_dim, element_size)
     chunks = []
     for b0 in range(0, batch, step):
         b1 = min(b0 + step, batch)
@@ -150,14 +150,11 @@ def _sparse_plan(page_table: torch.Tensor, seq_lens: torch.Tensor, list_lens: to
     physical page, the tokens it holds, and the list columns that may hold a page (before ``list_lens``,
     none for a request with no tokens)."""
     batch = page_table.shape[0]
-    lens = seq_lens.long()
-    last = ((lens + page_size - 1) // page_size - 1).clamp(min=0)  # [batch] logical id of the last page
-    last_page = torch.gather(page_table.long(), 1, last[:, None]).view(batch, 1, 1)
-    last_fill = (lens - last * page_size).view(batch, 1, 1)
-    open_columns = (lens > 0).view(batch, 1, 1)
+    last_page, last_fill = last_page_fill(page_table, seq_lens, page_size)
+    open_columns = (seq_lens > 0).view(batch, 1, 1)
     if list_lens is not None:
         open_columns = open_columns & (torch.arange(budget) < list_lens.long().view(batch, 1, 1))
-    return last_page, last_fill, open_columns
+    return last_page.view(batch, 1, 1), last_fill.view(batch, 1, 1), open_columns
 
 
 def _decode_cpu(q, k_cache, v_cache, page_table, seq_lens, page_ids, *, sm_scale, out, lse, use_flash,
@@ -174,7 +171,8 @@ def _decode_cpu(q, k_cache, v_cache, page_table, seq_lens, page_ids, *, sm_scale
     if page_ids is None:
         chunks = once_per_step(scratch, ("dense_decode", kv_heads, page_size, head_dim, q.dtype),
                                (page_table, seq_lens),
-                               lambda: _dense_plan(page_table, seq_lens, kv_heads, page_size, head_dim, q.dtype))
+                               lambda: _dense_plan(page_table, seq_lens, kv_heads, page_size, head_dim, q.dtype,
+                                                   k_cache.element_size()))
     else:
         budget = page_ids.shape[-1]
         last_page, last_fill, open_columns = once_per_step(

@@ -40,6 +40,14 @@ def write_kv_ref(
     v_cache[page, :, offset] = v.to(v_cache.dtype)
 
 
+def run_ends(page: torch.Tensor) -> torch.Tensor:
+    """``[num_tokens]`` bool: whether each written token is the last listed one of its page's run, for
+    the tokens' pages ``page [num_tokens]`` (the ``loc`` contract: a page's tokens are listed together)."""
+    is_last = torch.ones(page.shape[0], dtype=torch.bool, device=page.device)
+    torch.ne(page[1:], page[:-1], out=is_last[:-1])
+    return is_last
+
+
 def page_fill_from_loc(loc: torch.Tensor, page_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """For each written token: its physical page and how many tokens that page holds after the write.
 
@@ -52,8 +60,7 @@ def page_fill_from_loc(loc: torch.Tensor, page_size: int) -> tuple[torch.Tensor,
     if n == 0:
         return page, offset + 1
     index = torch.arange(n, device=loc.device)
-    is_last = torch.ones(n, dtype=torch.bool, device=loc.device)
-    is_last[:-1] = page[1:] != page[:-1]
+    is_last = run_ends(page)
     # Index of the last token of each token's run: a reverse cumulative min over "last" positions.
     last_at = torch.where(is_last, index, torch.full_like(index, n))
     run_end = torch.flip(torch.cummin(torch.flip(last_at, [0]), 0).values, [0])

@@ -87,15 +87,22 @@ def all_pages(page_table: torch.Tensor, seq_lens: torch.Tensor, kv_heads: int, p
     return pages[:, None, :].expand(batch, kv_heads, max_pages).contiguous()
 
 
+def last_page_fill(page_table: torch.Tensor, seq_lens: torch.Tensor, page_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(last_page, last_fill)``, both ``[batch]`` int64: each request's last physical page (``-1`` for a
+    request with no tokens) and the tokens it holds. Every other page of a request is full."""
+    seq_lens = seq_lens.long()
+    n = (seq_lens + page_size - 1) // page_size
+    last_page = torch.gather(page_table.long(), 1, (n - 1).clamp(min=0)[:, None])[:, 0]
+    last_page = torch.where(n > 0, last_page, torch.full_like(last_page, -1))
+    return last_page, seq_lens - (n - 1) * page_size
+
+
 def page_token_mask(pages: torch.Tensor, page_table: torch.Tensor, seq_lens: torch.Tensor,
                     page_size: int) -> torch.Tensor:
     """``[batch, kv_heads, budget, page_size]`` bool: the valid tokens of listed physical pages."""
     batch = pages.shape[0]
-    seq_lens = seq_lens.long()
-    n = (seq_lens + page_size - 1) // page_size
-    last_page = torch.gather(page_table.long(), 1, (n - 1).clamp(min=0)[:, None])[:, 0]
-    last_page = torch.where(n > 0, last_page, torch.full_like(last_page, -1)).view(batch, 1, 1, 1)
-    last_fill = (seq_lens - (n - 1) * page_size).view(batch, 1, 1, 1)
+    last_page, last_fill = last_page_fill(page_table, seq_lens, page_size)
+    last_page, last_fill = last_page.view(batch, 1, 1, 1), last_fill.view(batch, 1, 1, 1)
     slot = torch.arange(page_size, device=pages.device)
     full = (pages[..., None] != last_page) | (slot < last_fill)
-    return (pages >= 0)[..., None] & full & (n > 0).view(batch, 1, 1, 1)
+    return (pages >= 0)[..., None] & full & (seq_lens > 0).view(batch, 1, 1, 1)
