@@ -306,6 +306,42 @@ def phase_sglang(device: torch.device) -> list[Row]:
     return rows
 
 
+# ---------------------------------------------------------------------------------------------- targets
+ROLLOUT_SPEEDUP_TARGET = 3.5  # block-sparse tokens/s over dense, one run (issue 11)
+
+
+def target_rows(info: dict, phases: list[dict]) -> list[Row]:
+    """The issue's GPU targets read off the phases' rows: one row each with what was measured, the target
+    and whether it is met. ``met`` is ``None`` where the row it needs is missing (its phase failed or was
+    skipped) and on ``--cpu-smoke``, whose tiny sizes say nothing about a target."""
+    import bench_kernels
+
+    targets = bench_kernels.targets_for(info["device"])
+    rows_of = {p["phase"]: p["rows"] for p in phases}
+    at = (targets["batch"], targets["context"])
+    timed = {(r.get("op"), r.get("impl")): r for r in rows_of.get("kernel_timings", [])
+             if (r.get("batch"), r.get("context")) == at}
+    dense, sparse = timed.get(("dense", "triton")), timed.get(("sparse", "triton"))
+    rollout = next((r for r in rows_of.get("rollout", [])
+                    if r.get("flow") == "block_sparse_attention" and r.get("overlap")), None)
+    where = f"batch {at[0]}, context {at[1]}"
+    checks = [
+        (f"dense paged decode, % of copy bandwidth ({where})", dense and dense.get("pct_copy"), ">=",
+         targets["dense_pct_copy"]),
+        (f"indexer + sparse attention, us per layer ({where})", sparse and sparse.get("us"), "<=",
+         targets["sparse_us"]),
+        ("rollout tokens/s, block-sparse over dense", rollout and rollout.get("speedup_vs_dense"), ">=",
+         ROLLOUT_SPEEDUP_TARGET),
+    ]
+    rows = []
+    for name, measured, op, target in checks:
+        met = None
+        if measured is not None and not info.get("cpu_smoke"):
+            met = measured >= target if op == ">=" else measured <= target
+        rows.append({"target": name, "measured": measured, "wanted": f"{op} {target:g}", "met": met})
+    return rows
+
+
 # ----------------------------------------------------------------------------------------------- main
 def device_info(device: torch.device) -> dict:
     import transformers
@@ -335,18 +371,25 @@ def run_phase(name: str, fn: Callable[[], list[Row]]) -> dict:
     return {"phase": name, "ok": ok, "seconds": seconds, "error": error, "rows": rows}
 
 
-def print_table(info: dict, phases: list[dict]) -> None:
+def print_table(info: dict, phases: list[dict], targets: list[Row] = ()) -> None:
     print(f"\ndevice: {info['device']}  torch {info['torch']}  triton {info['triton']}  "
           f"transformers {info['transformers']}")
     for phase in phases:
         print(f"\n[{phase['phase']}] {'ok' if phase['ok'] else 'FAILED'} ({phase['seconds']:.1f} s)"
               + (f"  error: {_cell(phase['error'])}" if phase["error"] else ""))
-        if not phase["rows"]:
-            continue
-        keys = list(dict.fromkeys(k for r in phase["rows"] for k in r))
-        print("  " + " | ".join(keys))
-        for r in phase["rows"]:
-            print("  " + " | ".join(_cell(r.get(k)) for k in keys))
+        _print_rows(phase["rows"])
+    if targets:
+        print("\n[targets] (met: empty where not measured)")
+        _print_rows(targets)
+
+
+def _print_rows(rows: list[Row]) -> None:
+    if not rows:
+        return
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    print("  " + " | ".join(keys))
+    for r in rows:
+        print("  " + " | ".join(_cell(r.get(k)) for k in keys))
 
 
 def _cell(value: Any) -> str:
@@ -394,9 +437,11 @@ def main(argv=None) -> int:
             results.append(run_isolated(name, args, out, min(args.phase_limit_s or PHASE_LIMIT_S.get(name, 120), left)))
         else:
             results.append(run_phase(name, phases_fn[name]))
-        out.write_text(json.dumps({"info": info, "phases": results}, indent=2, default=str))  # as it goes
+        targets = target_rows(info, results)
+        out.write_text(json.dumps({"info": info, "phases": results, "targets": targets}, indent=2,
+                                  default=str))  # as it goes
     if args.table:
-        print_table(info, results)
+        print_table(info, results, targets)
     print(f"\nwrote {out}")
     return 0 if all(p["ok"] for p in results) else 1
 
