@@ -272,11 +272,17 @@ def bench_config(batch: int, context: int, shape: Shape, args, device, copy_bw: 
     return rows
 
 
+def target_rows(rows: list[dict], targets: dict = TARGETS) -> tuple[dict | None, dict | None]:
+    """The Triton dense and sparse rows at the targets' batch and context (``None`` for one that did not
+    run); other rows (other sizes, the copy row) are passed over."""
+    pick = {(r.get("op"), r.get("impl")): r for r in rows
+            if (r.get("batch"), r.get("context")) == (targets["batch"], targets["context"])}
+    return pick.get(("dense", "triton")), pick.get(("sparse", "triton"))
+
+
 def target_checks(rows: list[dict], targets: dict = TARGETS) -> dict:
     """``targets`` (:func:`targets_for`) at their batch and context (``None`` when that config did not run)."""
-    pick = {(r["op"], r["impl"]): r for r in rows
-            if r["batch"] == targets["batch"] and r["context"] == targets["context"]}
-    dense, sparse = pick.get(("dense", "triton")), pick.get(("sparse", "triton"))
+    dense, sparse = target_rows(rows, targets)
     return {
         f"dense_pct_copy>={targets['dense_pct_copy']:g}":
             None if dense is None else dense["pct_copy"] >= targets["dense_pct_copy"],

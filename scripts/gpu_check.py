@@ -318,13 +318,10 @@ def target_rows(info: dict, phases: list[dict]) -> list[Row]:
 
     targets = bench_kernels.targets_for(info["device"])
     rows_of = {p["phase"]: p["rows"] for p in phases}
-    at = (targets["batch"], targets["context"])
-    timed = {(r.get("op"), r.get("impl")): r for r in rows_of.get("kernel_timings", [])
-             if (r.get("batch"), r.get("context")) == at}
-    dense, sparse = timed.get(("dense", "triton")), timed.get(("sparse", "triton"))
+    dense, sparse = bench_kernels.target_rows(rows_of.get("kernel_timings", []), targets)
     rollout = next((r for r in rows_of.get("rollout", [])
                     if r.get("flow") == "block_sparse_attention" and r.get("overlap")), None)
-    where = f"batch {at[0]}, context {at[1]}"
+    where = f"batch {targets['batch']}, context {targets['context']}"
     checks = [
         (f"dense paged decode, % of copy bandwidth ({where})", dense and dense.get("pct_copy"), ">=",
          targets["dense_pct_copy"]),
